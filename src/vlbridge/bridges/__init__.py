@@ -1,0 +1,1 @@
+"""Bridges: a connector (vision features -> visual vectors) plus an injection (where they enter the LM)."""

@@ -1,0 +1,1 @@
+"""The language-model side: a thin wrapper over Hugging Face causal LMs."""
