@@ -1,7 +1,7 @@
 """Replace each row's image placeholder by that row's visual tokens, for the whole batch at once.
 
-Every output position is computed arithmetically (no per-sample Python loop): a text token moves right by
-``n - 1`` if it comes after its row's placeholder; visual token ``j`` lands at ``placeholder + j``; rows
+Every output position is computed arithmetically (no per-sample Python loop): a real token's position is
+its rank among the row's real tokens, plus ``n - 1`` if it comes after the row's placeholder; visual token ``j`` lands at ``placeholder + j``; rows
 are aligned left or right in the output so left-padded batches stay left-padded for generation.
 With ``n = 0`` the placeholder is simply removed (memory-space injection keeps the sequence text-only).
 """
@@ -39,19 +39,20 @@ def splice_visual_tokens(
         raise ValueError("at most one image placeholder per row")
     text_embeds = embed(input_ids.masked_fill(is_image, 0))  # (B, L, d)
     has_image = is_image.any(1)  # (B,)
-    grow = (n - 1) * has_image.long()  # (B,) how much each row's length changes
-    lengths = L + grow
+    real = attention_mask.bool()
+    lengths = real.sum(1) + (n - 1) * has_image.long()  # (B,) each row's length after splicing
     width = int(lengths.max())
     # rows shorter than the widest are shifted right by the gap when left-padding
     offset = (width - lengths) if padding_side == "left" else torch.zeros_like(lengths)  # (B,)
-    after = (is_image.long().cumsum(1) - is_image.long()).bool()  # (B, L) strictly after placeholder
-    text_pos = torch.arange(L, device=input_ids.device) + (n - 1) * after.long() + offset[:, None]  # (B, L)
+    rank = real.long().cumsum(1) - 1  # (B, L) index of each real token within its row
+    after = (is_image.long().cumsum(1) - is_image.long()).bool()  # (B, L) strictly after the placeholder
+    text_pos = rank + (n - 1) * after.long() + offset[:, None]  # (B, L)
 
     d = text_embeds.shape[-1]
     out = text_embeds.new_zeros(B, width, d)
     out_mask = attention_mask.new_zeros(B, width)
     out_labels = labels.new_full((B, width), IGNORE) if labels is not None else None
-    keep = ~is_image  # text tokens (the placeholder itself is replaced)
+    keep = real & ~is_image  # real text tokens (the placeholder itself is replaced, padding rebuilt)
     rows = torch.arange(B, device=input_ids.device)[:, None].expand(B, L)
     out[rows[keep], text_pos[keep]] = text_embeds[keep]
     out_mask[rows[keep], text_pos[keep]] = attention_mask[keep]
@@ -60,7 +61,7 @@ def splice_visual_tokens(
 
     visual_positions = torch.zeros(B, width, dtype=torch.bool, device=input_ids.device)
     if n > 0 and has_image.any():
-        start = (is_image.long().argmax(1) + offset)[has_image]  # (B_img,)
+        start = (rank.gather(1, is_image.long().argmax(1, keepdim=True)).squeeze(1) + offset)[has_image]  # (B_img,)
         img_rows = torch.nonzero(has_image).squeeze(1)[:, None].expand(-1, n)  # (B_img, n)
         img_pos = start[:, None] + torch.arange(n, device=input_ids.device)  # (B_img, n)
         out[img_rows, img_pos] = visual[has_image].to(out.dtype)

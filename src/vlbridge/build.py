@@ -1,0 +1,50 @@
+"""Builders: a recipe's model section -> a :class:`VisionLanguageModel`, its tokenizer and chat format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vlbridge.bridges.registry import build_bridge
+from vlbridge.models.language_model import LanguageModel
+from vlbridge.text.chat_format import ChatFormat, chat_format_for
+from vlbridge.train.recipe import ModelConfig
+from vlbridge.vlm import VisionLanguageModel
+
+
+@dataclass
+class Built:
+    model: VisionLanguageModel
+    tokenizer: object
+    chat_format: ChatFormat
+
+    @property
+    def image_tokens(self) -> int:
+        """Sequence positions one image takes in the LM (for length limits)."""
+        encoder = self.model.vision_encoder
+        n = encoder.num_tokens if self.model.bridge.features == "grid" else 1
+        n = getattr(self.model.bridge.connector, "num_output_tokens", n)
+        return self.model.bridge.injection.visual_sequence_length(n)
+
+
+def add_lora(language_model: LanguageModel, config: ModelConfig) -> None:
+    """LoRA on the LM through peft, injected in place so pretrained parameter names are kept."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=list(config.lora_targets))
+    inject_adapter_in_model(lora, language_model.model)
+
+
+def build_model(config: ModelConfig) -> Built:
+    from vlbridge.encoders import build_vision_encoder
+    from vlbridge.weights import load_language_model
+
+    lm_module, tokenizer = load_language_model(config.language_model)
+    language_model = LanguageModel(lm_module)
+    if config.lora_rank > 0:
+        add_lora(language_model, config)
+    encoder = build_vision_encoder(config.vision_encoder, layer=config.vision_layer,
+                                   adapter_dim=config.vision_adapter_dim)
+    bridge = build_bridge(config.bridge, encoder.feature_dim, language_model, config.bridge_options)
+    model = VisionLanguageModel(language_model, bridge, encoder)
+    return Built(model, tokenizer, chat_format_for(tokenizer, config.chat_format))

@@ -1,0 +1,77 @@
+"""Score generated answers against a sample's references, by the sample's task."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from vlbridge.data.prompts import LETTERS
+from vlbridge.data.sample import Sample
+from vlbridge.errors import DataError
+from vlbridge.metrics.vqa import vqa_accuracy
+from vlbridge.metrics.vqa_normalize import normalize_answer
+
+
+def normalised(text: str) -> str:
+    """Lower-case, then the official VQA answer normalisation (punctuation, number words, articles)."""
+    return normalize_answer(text.lower())
+
+
+def exact_match(prediction: str, answers: list[str]) -> float:
+    return float(normalised(prediction) in {normalised(a) for a in answers})
+
+
+_LETTER = re.compile(r"^\(?([A-Z])\)?(?:[.:)\s]|$)")
+_ANSWER_IS = re.compile(r"answer is \(?([A-Z])\)?", re.IGNORECASE)
+
+
+def parse_choice(text: str, num_choices: int) -> int | None:
+    """Option index from a bare letter ("B", "(B)", "B.") or "The answer is B."; None if unparseable."""
+    text = text.strip()
+    match = _ANSWER_IS.search(text) or _LETTER.match(text)
+    if not match:
+        return None
+    index = LETTERS.index(match.group(1).upper())
+    return index if index < num_choices else None
+
+
+def _answers(sample: Sample) -> list[str]:
+    answers = sample.meta.get("answers") or ([sample.answer] if sample.answer else [])
+    if not answers:
+        raise DataError("no reference answer", file=sample.source or None, record=sample.id, field="meta.answers")
+    return list(answers)
+
+
+def score_sample(sample: Sample, prediction: str) -> dict[str, float]:
+    task = sample.meta.get("task", "short")
+    if task == "mc":
+        choices = sample.meta.get("choices")
+        if choices is None or "answer_index" not in sample.meta:
+            raise DataError("multiple choice needs choices and answer_index", file=sample.source or None,
+                            record=sample.id, field="meta")
+        chosen = parse_choice(prediction, len(choices))
+        return {"accuracy": float(chosen == sample.meta["answer_index"]), "unparsed": float(chosen is None)}
+    answers = _answers(sample)
+    scores = {"exact_match": exact_match(prediction, answers)}
+    if len(answers) == 10:  # VQA's 10 human answers: the official soft score
+        scores["vqa_accuracy"] = vqa_accuracy(prediction.lower(), answers)
+    return scores
+
+
+def score_predictions(samples: list[Sample], predictions: list[str]) -> dict[str, float]:
+    """Mean of each per-sample score in percent, plus the count."""
+    if len(samples) != len(predictions):
+        raise ValueError(f"{len(samples)} samples but {len(predictions)} predictions")
+    totals: Counter = Counter()
+    for sample, prediction in zip(samples, predictions):
+        totals.update(score_sample(sample, prediction))
+    n = max(len(samples), 1)
+    return {**{k: 100 * v / n for k, v in totals.items()}, "count": len(samples)}
+
+
+def majority_baseline(train: list[Sample], test: list[Sample]) -> float:
+    """Accuracy (%) of always giving the training set's most frequent answer: the floor to beat."""
+    if not train or not test:
+        return 0.0
+    most_common = Counter(normalised(s.answer or "") for s in train).most_common(1)[0][0]
+    return 100 * sum(exact_match(most_common, _answers(s)) for s in test) / len(test)

@@ -1,0 +1,64 @@
+"""How a batch gets its images: pixels for the encoder, or features a frozen encoder computed once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vlbridge.batch import ImageInputs
+from vlbridge.data.images import load_image
+from vlbridge.data.sample import Sample
+
+
+class PixelImages:
+    """Load and preprocess each image (when the encoder trains, or when features are not cached)."""
+
+    def __init__(self, preprocess):
+        self.preprocess = preprocess
+
+    def __call__(self, samples: list[Sample]) -> ImageInputs:
+        images = [load_image(s.image, record=s.id, source=s.source or None) for s in samples]
+        return ImageInputs(pixel_values=self.preprocess(images))
+
+
+class CachedFeatures:
+    """Features of a frozen encoder, computed once per distinct image and reused every epoch.
+
+    ``precompute`` fills the table (through the on-disk :class:`FeatureCache` when one is given, so a
+    second run skips the encoder entirely); ``__call__`` serves batches from memory.
+    """
+
+    def __init__(self, encoder: nn.Module, disk_cache=None, batch_size: int = 16):
+        self.encoder, self.disk_cache, self.batch_size = encoder, disk_cache, batch_size
+        self.table: dict[Path, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def precompute(self, samples: list[Sample], progress=None) -> None:
+        todo = {}
+        for s in samples:
+            if s.image is not None and s.image not in self.table:
+                todo.setdefault(s.image, s)
+        pending = list(todo.values())
+        for start in range(0, len(pending), self.batch_size):
+            chunk = pending[start:start + self.batch_size]
+            inputs = PixelImages(self.encoder.preprocess)(chunk)
+            features = self._encode(chunk, inputs.pixel_values)
+            for s, grid, pooled in zip(chunk, features.grid, features.pooled):
+                self.table[s.image] = (grid.clone(), pooled.clone())
+            if progress is not None:
+                progress(len(chunk))
+
+    def _encode(self, chunk: list[Sample], pixel_values):
+        if self.disk_cache is None:
+            return self.encoder(pixel_values)
+        return self.disk_cache.get_or_compute([s.image for s in chunk], lambda: self.encoder(pixel_values))
+
+    def __call__(self, samples: list[Sample]) -> ImageInputs:
+        missing = [s for s in samples if s.image not in self.table]
+        if missing:
+            self.precompute(missing)
+        grid = torch.stack([self.table[s.image][0] for s in samples])
+        pooled = torch.stack([self.table[s.image][1] for s in samples])
+        return ImageInputs(grid=grid, pooled=pooled)

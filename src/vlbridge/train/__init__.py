@@ -1,0 +1,1 @@
+"""Recipes (YAML) and the one training loop that runs them."""

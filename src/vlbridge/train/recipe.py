@@ -1,0 +1,150 @@
+"""Recipes: typed, documented configuration read from YAML, overridable with ``--set key=value``.
+
+Every field is declared once here with its meaning; an unknown key anywhere is rejected with the
+valid keys listed (a typo must never silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from vlbridge.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    language_model: str = "smollm2-135m"  # registry name or a local Hugging Face causal-LM folder
+    vision_encoder: str = "dinov2-small"  # registry name or a local CLIP / SigLIP / DINOv2 folder
+    vision_layer: int = -2  # which encoder layer gives the grid features (-2 = penultimate, CLS dropped)
+    vision_adapter_dim: int | None = None  # bottleneck adapters inside the ViT (MemVP code: 12); None = off
+    bridge: str = "llava"  # bridge preset (vlbridge.bridges.registry.BRIDGES)
+    bridge_options: dict[str, Any] = field(default_factory=dict)  # the preset's options (see its dataclass)
+    lora_rank: int = 0  # LoRA rank on the LM (peft); 0 = no LoRA
+    lora_alpha: int = 16  # LoRA scaling numerator (scale = alpha / rank)
+    lora_dropout: float = 0.05  # dropout on the LoRA branch input
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])  # module names
+    chat_format: str = "auto"  # auto (the tokenizer's chat template, else plain) | template | plain
+
+
+@dataclass
+class DataConfig:
+    train: str = "data/shapes/train_short.json"  # LLaVA-format JSON of training conversations
+    val: str = "data/shapes/val_short.json"  # LLaVA-format JSON used for periodic evaluation
+    image_root: str = "data/shapes"  # folder the records' "image" paths are relative to
+    max_length: int = 512  # longest sequence the LM sees, visual tokens included
+    truncation: str = "reject"  # over-long samples: reject (error naming the record) | truncate_prompt
+    on_bad_record: str = "raise"  # raise | skip (skipped record ids are reported, never silent)
+    cache_features: bool = True  # precompute a frozen encoder's features once and reuse them every epoch
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 200  # optimizer steps
+    batch_size: int = 8  # samples per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW betas
+    warmup_steps: int = 10  # linear warm-up steps before the cosine decay
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+    clip_grad: float = 1.0  # max global gradient norm; 0 = no clipping
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    trainable: list[str] = field(default_factory=lambda: ["bridge", "lora", "vision_adapters"])  # parameter groups
+    eval_every: int = 50  # evaluate every N steps (0 = only at the end)
+    eval_samples: int = 100  # validation samples used by periodic evaluation (0 = all)
+    save_every: int = 0  # checkpoint every N steps (0 = only at the end)
+    seed: int = 0  # seeds model init, data order and dropout
+    threads: int = 0  # torch threads (0 = all cores)
+    output_dir: str = "runs/llava"  # where checkpoints, metrics.jsonl and the resolved recipe go
+
+
+@dataclass
+class EvalConfig:
+    max_new_tokens: int = 10  # generation length for answers
+    batch_size: int = 16  # samples per generation batch
+    do_sample: bool = False  # greedy (False) or sampling
+    temperature: float = 1.0  # sampling temperature
+    top_p: float = 1.0  # nucleus sampling mass
+
+
+@dataclass
+class Recipe:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'recipe'}: expected a mapping, got {type(values).__name__}")
+    hints = get_type_hints(cls)
+    valid = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ConfigError(f"unknown recipe key(s) {[f'{where}{k}' for k in unknown]}; valid: {sorted(f'{where}{k}' for k in valid)}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        kwargs[name] = _build(hint, value, f"{where}{name}.") if is_dataclass(hint) else _check(hint, value, f"{where}{name}")
+    return cls(**kwargs)
+
+
+def _check(hint, value, key: str):
+    """Light type check with the key named; ints are accepted where floats are expected."""
+    origin = get_origin(hint)
+    allowed = get_args(hint) if origin is not None and origin not in (list, dict) else (hint,)
+    for t in allowed:
+        base = get_origin(t) or t
+        if t is type(None) and value is None:
+            return value
+        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if base is float and isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if base in (int, str, bool, list, dict) and isinstance(value, base) and not (base is int and isinstance(value, bool)):
+            return value
+    raise ConfigError(f"recipe key {key!r}: expected {hint}, got {value!r}")
+
+
+def recipe_from_dict(values: dict[str, Any]) -> Recipe:
+    return _build(Recipe, values, "")
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
+    """Read a YAML recipe (None = all defaults) and apply ``key.sub=value`` overrides (YAML values)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe file {path} does not exist")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"recipe file {path}: top level must be a mapping")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        node = values
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node[last] = yaml.safe_load(raw)
+    return recipe_from_dict(values)
+
+
+def save_recipe(recipe: Recipe, path: Path) -> None:
+    path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))

@@ -1,0 +1,68 @@
+"""Shared fixtures: the real SmolLM2 tokenizer, and tiny random models saved as local HF folders.
+
+Tiny models go through the same loading code as real checkpoints (a local folder path), so most tests
+exercise the real paths in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    from transformers import AutoTokenizer
+
+    from vlbridge.weights.smollm2 import smollm2_folder
+
+    return AutoTokenizer.from_pretrained(smollm2_folder(), local_files_only=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, smol_tokenizer):
+    """A 2-layer LLaMA with SmolLM2's tokenizer and chat template (grouped-query attention)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         eos_token_id=smol_tokenizer.eos_token_id, pad_token_id=smol_tokenizer.pad_token_id,
+                         bos_token_id=smol_tokenizer.bos_token_id, tie_word_embeddings=True)
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory, smol_tokenizer):
+    """A 2-layer GPT-2 whose tokenizer has no chat template (the plain format)."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_gpt2")
+    smol_tokenizer.save_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = None
+    tokenizer.save_pretrained(folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=1024,
+                        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov2_dir(tmp_path_factory):
+    """A 2-layer DINOv2 (patch 14, 32 wide) that gives a 4x4 grid at 56 px."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                          patch_size=14, image_size=56)
+    folder = tmp_path_factory.mktemp("tiny_dinov2")
+    Dinov2Model(config).save_pretrained(folder)
+    return folder
