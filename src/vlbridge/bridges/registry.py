@@ -13,6 +13,7 @@ from typing import Any, Callable
 from vlbridge.bridges.bridge import Bridge
 from vlbridge.bridges.connectors.mlp import MLPProjector
 from vlbridge.bridges.injections.input_space import InputSpaceInjection
+from vlbridge.bridges.memvp import MemVPOptions, build_memvp
 from vlbridge.errors import ConfigError
 
 
@@ -34,6 +35,7 @@ def build_llava(vision_dim: int, language_model, options: LlavaOptions) -> Bridg
 # name -> (options dataclass, builder)
 BRIDGES: dict[str, tuple[type, Callable[..., Bridge]]] = {
     "llava": (LlavaOptions, build_llava),
+    "memvp": (MemVPOptions, build_memvp),
 }
 
 

@@ -1,0 +1,244 @@
+"""Memory-space injection (MemVP, Jie et al., ICML 2024): visual vectors become extra key/value slots of
+the LM's FFNs, and the token sequence stays text-only.
+
+An FFN is a key-value memory, ``FFN(x) = sum_i phi(<x, k_i>) v_i``; MemVP appends one slot per visual
+vector (METHODS.md section 1)::
+
+    K = lam * f(z) + p_k        V = lam * f(z) + p_v          (M slots x d, one set for all layers)
+    out = FFN(x) + s * dropout(phi(x @ K^T)) @ V              x = the FFN's (normalised) input
+
+This is the released LLaMA code's parallel branch (``phi = silu``, ``s = 0.1``, dropout 0.1). For a
+non-gated FFN (GPT-2: ``act(x W1 + b1) W2 + b2``) the same formula with ``phi`` = the FFN's own activation,
+``s = 1`` and no dropout *is* the paper's literal concatenation ``act(x [W1; K]^T + [b1; 0]) [W2; V] + b2``,
+because the activation is element-wise; the builder (``bridges/memvp.py``) picks those values from the
+layout. One difference remains, in training mode only: GPT-2's own output dropout is not applied to the
+memory term.
+
+The branch is added by a forward hook on each chosen ``lm.ffn(i)``, so the LM's parameter names do not
+change. The per-batch memory is set by :meth:`MemorySpaceInjection.inject` and cleared when it exits; the
+branch is per token, so a KV cache needs nothing extra and the memory is fixed during generation.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from vlbridge.bridges.injections.base import Injection
+from vlbridge.bridges.injections.splice import splice_visual_tokens
+from vlbridge.errors import ConfigError
+
+POSITION_MODES = ("add", "concat")
+
+
+def activation_by_name(name: str) -> Callable[[Tensor], Tensor]:
+    """An element-wise activation by its Hugging Face name (``silu``, ``gelu``, ``gelu_new``, ``relu``...)."""
+    from transformers.activations import ACT2FN
+
+    if name not in ACT2FN:
+        raise ConfigError(f"unknown activation {name!r}; valid: {sorted(ACT2FN)}")
+    return ACT2FN[name]
+
+
+class MemorySpaceInjection(Injection):
+    """Extra key/value slots in the FFNs of ``layers`` (all layers when None).
+
+    Args:
+        width: the LM's hidden size d.
+        num_slots: M >= n; slots beyond the image's n visual vectors have f(z) = 0 and act as learned
+            memories (code: 320 slots for 256 patches).
+        lam: lambda, the scale of f(z) in keys and values (code: 0.01).
+        scale: s, the branch's output scale.
+        dropout: dropout probability on phi(x K^T) while training.
+        activation: phi by name, or None for each FFN's own ``act`` module (non-gated FFNs).
+        layers: decoder layer indices that get the memory (negative indices count from the end).
+        visual_prompts: False zeroes f(z) everywhere, leaving only p_k / p_v (paper ablation "w/o
+            visual prompts").
+        position: ``add`` (code): K = lam f(z) + p_k. ``concat`` (ours, for the paper's "concat instead
+            of add" ablation, whose layout is not published): the feature axis is split, K =
+            [lam f(z)[:d - position_dim] ; p_k] with p_k of width ``position_dim``; the connector then
+            only needs to produce the first d - position_dim features.
+        position_dim: width of p_k / p_v in ``concat`` mode.
+        visual_in_keys / visual_in_values: where lam f(z) enters (paper ablations "keys only" /
+            "values only" turn one of them off).
+    """
+
+    def __init__(
+        self,
+        width: int,
+        num_slots: int = 320,
+        lam: float = 0.01,
+        scale: float = 0.1,
+        dropout: float = 0.1,
+        activation: str | None = "silu",
+        layers: Sequence[int] | None = None,
+        visual_prompts: bool = True,
+        position: str = "add",
+        position_dim: int | None = None,
+        visual_in_keys: bool = True,
+        visual_in_values: bool = True,
+    ):
+        super().__init__()
+        if position not in POSITION_MODES:
+            raise ConfigError(f"unknown position mode {position!r}; valid: {list(POSITION_MODES)}")
+        if num_slots < 1:
+            raise ConfigError(f"num_slots must be >= 1, got {num_slots}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        if activation is not None:
+            activation_by_name(activation)  # fail at construction, not at attach
+        if position == "concat":
+            if position_dim is None or not 0 < position_dim < width:
+                raise ConfigError(f"concat position embeddings need 0 < position_dim < {width}, got {position_dim}")
+        else:
+            position_dim = width
+        self.width, self.num_slots, self.position_dim = width, num_slots, position_dim
+        self.lam, self.scale, self.dropout = lam, scale, dropout
+        self.activation = activation
+        self.layer_indices = None if layers is None else tuple(layers)
+        self.visual_prompts, self.position = visual_prompts, position
+        self.visual_in_keys, self.visual_in_values = visual_in_keys, visual_in_values
+        # one set of position embeddings for all layers (code); p_v = 0 makes the branch a no-op at init
+        self.p_k = nn.Parameter(torch.randn(num_slots, position_dim) * 0.02)  # (M, d_p)
+        self.p_v = nn.Parameter(torch.zeros(num_slots, position_dim))  # (M, d_p)
+        # plain attributes (not submodules): the LM's own modules must not be re-registered here
+        self._hooks: list = []
+        self._phi: dict[int, Callable[[Tensor], Tensor]] = {}
+        self._memory: tuple[Tensor, Tensor] | None = None  # (B, M, d) keys and values of this batch
+        self._captured: dict[int, Tensor] | None = None  # layer -> FFN input, while capturing
+
+    # --- assembly -------------------------------------------------------------------------------
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """The attached decoder layer indices (non-negative)."""
+        return tuple(sorted(self._phi))
+
+    def attach(self, language_model) -> None:
+        if self._hooks:
+            raise RuntimeError("this memory-space injection is already attached to a language model")
+        count = len(language_model.layers)
+        indices = range(count) if self.layer_indices is None else self.layer_indices
+        resolved = []
+        for i in indices:
+            if not -count <= i < count:
+                raise ConfigError(f"memory layer {i} does not exist; the LM has {count} layers")
+            resolved.append(i % count)
+        if len(set(resolved)) != len(resolved):
+            raise ConfigError(f"memory layers repeat: {list(indices)}")
+        for i in sorted(resolved):
+            ffn = language_model.ffn(i)
+            if self.activation is not None:
+                self._phi[i] = activation_by_name(self.activation)
+            elif callable(getattr(ffn, "act", None)):
+                self._phi[i] = ffn.act
+            else:
+                raise ConfigError(
+                    f"layer {i}'s FFN ({type(ffn).__name__}) has no `act` module to reuse as phi; "
+                    "set the memory's activation explicitly"
+                )
+            self._hooks.append(ffn.register_forward_hook(self._make_hook(i)))
+
+    def detach(self) -> None:
+        """Remove the hooks: the LM is the bare LM again."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+        self._phi.clear()
+
+    # --- the memory -----------------------------------------------------------------------------
+    def visual_part(self, visual: Tensor, has_image: Tensor) -> Tensor:
+        """lam * f(z) as it enters the memory: (B, n, d) visual vectors -> (B, M, d_c), with f(z) = 0 on
+        rows without an image (the code's indicator), on slots past n, and everywhere without visual
+        prompts. d_c = d, or d - position_dim in ``concat`` mode."""
+        B, n, d = visual.shape
+        if n > self.num_slots:
+            raise ValueError(f"{n} visual vectors do not fit in {self.num_slots} memory slots; raise num_slots")
+        if d != self.width:
+            raise ValueError(f"visual vectors are {d} wide, the memory expects {self.width}")
+        content_dim = self.width if self.position == "add" else self.width - self.position_dim
+        content = visual[..., :content_dim] * (self.lam * has_image.to(visual.dtype))[:, None, None]
+        if not self.visual_prompts:
+            content = torch.zeros_like(content)
+        return F.pad(content, (0, 0, 0, self.num_slots - n))  # (B, M, d_c)
+
+    def _with_position(self, content: Tensor, position: Tensor, use_visual: bool) -> Tensor:
+        """(B, M, d_c) content and (M, d_p) position embeddings -> (B, M, d) keys or values."""
+        if not use_visual:
+            content = torch.zeros_like(content)
+        position = position.to(content.dtype).expand(content.shape[0], -1, -1)
+        if self.position == "add":
+            return content + position
+        return torch.cat([content, position], dim=-1)
+
+    def memory(self, visual: Tensor, has_image: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values (B, M, d) for a batch's visual vectors (B, n, d)."""
+        content = self.visual_part(visual, has_image)
+        keys = self._with_position(content, self.p_k, self.visual_in_keys)
+        values = self._with_position(content, self.p_v, self.visual_in_values)
+        return keys, values
+
+    def phi(self, layer: int) -> Callable[[Tensor], Tensor]:
+        """The memory's activation at decoder layer ``layer``."""
+        return self._phi[layer]
+
+    def branch(self, layer: int, x: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+        """s * dropout(phi(x K^T)) V: (B, L, d) FFN input -> (B, L, d) added to the FFN's output."""
+        scores = x @ keys.to(x.dtype).transpose(1, 2)  # (B, L, M)
+        weights = F.dropout(self._phi[layer](scores), self.dropout, self.training)
+        return self.scale * (weights @ values.to(x.dtype))  # (B, L, d)
+
+    def _make_hook(self, layer: int):
+        def hook(module: nn.Module, args: tuple, output: Tensor):
+            if self._memory is None:  # outside inject(): the bare LM
+                return None
+            if not args:
+                raise RuntimeError(f"{type(module).__name__} was called without a positional input")
+            x = args[0]  # (B, L, d) the FFN's normalised input
+            keys, values = self._memory
+            if x.shape[0] != keys.shape[0]:
+                raise RuntimeError(
+                    f"the LM ran on {x.shape[0]} rows inside a memory of {keys.shape[0]} rows "
+                    "(beam search and several sequences per prompt are not supported)"
+                )
+            if self._captured is not None:
+                self._captured[layer] = x.detach()
+            return output + self.branch(layer, x, keys, values)
+
+        return hook
+
+    # --- the Injection interface ----------------------------------------------------------------
+    @contextmanager
+    def inject(self, language_model, input_ids, attention_mask, visual, has_image, labels=None, padding_side="right"):
+        if not self._hooks:
+            raise RuntimeError("attach() the memory-space injection to the language model first")
+        if self._memory is not None:
+            raise RuntimeError("memory-space injections do not nest")
+        self._memory = self.memory(visual, has_image)
+        try:
+            # n = 0: the image placeholder is removed and the LM sees the text only
+            yield splice_visual_tokens(language_model.embed, input_ids, attention_mask, visual[:, :0], labels,
+                                       padding_side)
+        finally:
+            self._memory = None
+
+    def visual_sequence_length(self, num_visual: int) -> int:
+        return 0
+
+    @contextmanager
+    def capture_inputs(self):
+        """Record each memory layer's FFN input (B, L, d) during the LM calls inside the context, for
+        the analyses (``vlbridge.analysis``). Yields the dict ``layer -> input`` it fills."""
+        captured: dict[int, Tensor] = {}
+        self._captured = captured
+        try:
+            yield captured
+        finally:
+            self._captured = None
+
+    def extra_repr(self) -> str:
+        return (f"slots={self.num_slots}, width={self.width}, lam={self.lam}, scale={self.scale}, "
+                f"dropout={self.dropout}, position={self.position}, layers={self.layers or self.layer_indices}")
