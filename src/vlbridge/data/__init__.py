@@ -1,0 +1,1 @@
+"""Datasets: standard formats in, one :class:`Sample` type out."""

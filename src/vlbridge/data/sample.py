@@ -1,0 +1,47 @@
+"""The one internal sample type every reader produces and every collator consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+IMAGE_PLACEHOLDER = "<image>"
+"""Where the image goes in a user turn (LLaVA convention). At most one per sample."""
+
+Role = Literal["user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of a conversation. User text may hold :data:`IMAGE_PLACEHOLDER` once."""
+
+    role: Role
+    text: str
+
+
+@dataclass(frozen=True)
+class Sample:
+    """An image (or none) and a conversation about it.
+
+    ``meta`` carries what evaluation needs and the model never sees; its keys, when present:
+    ``task`` ("short" | "mc" | "caption"), ``answers`` (list of reference answers: the 10 human
+    answers for VQA, several captions for captioning), ``choices`` (list of option texts for multiple
+    choice), ``answer_index`` (index of the right choice), ``question_type`` and ``answer_type``.
+    """
+
+    id: str
+    turns: tuple[Turn, ...]
+    image: Path | None = None
+    source: str = ""  # the file the record came from, for error messages
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt_turns(self) -> tuple[Turn, ...]:
+        """All turns before the last assistant answer (what generation is conditioned on)."""
+        return self.turns[:-1] if self.turns and self.turns[-1].role == "assistant" else self.turns
+
+    @property
+    def answer(self) -> str | None:
+        """The last assistant answer, or None for a prompt-only sample."""
+        return self.turns[-1].text if self.turns and self.turns[-1].role == "assistant" else None

@@ -1,0 +1,81 @@
+"""``vlbridge data``: generate the built-in Shapes dataset, or check a LLaVA JSON file."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+from pathlib import Path
+
+HELP = "Generate the built-in Shapes dataset or validate a LLaVA JSON file."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    shapes = sub.add_parser("shapes", help="Generate the Shapes dataset (images, LLaVA JSON, COCO, VQAv2, "
+                            "ScienceQA layouts) deterministically from a seed.",
+                            description="Generate the Shapes dataset deterministically from a seed.")
+    shapes.add_argument("--out", type=Path, required=True,
+                        help="Output folder (new, empty, or an earlier Shapes output, which is replaced).")
+    shapes.add_argument("--n", type=int, default=1000, help="Number of scenes (images) over all splits "
+                        "(default: %(default)s; 80/10/10 %% train/val/test).")
+    shapes.add_argument("--seed", type=int, default=0, help="Random seed; the same seed gives byte-identical "
+                        "files (default: %(default)s).")
+    shapes.add_argument("--formats", default="llava,coco,vqav2,scienceqa",
+                        help="Comma-separated layouts to write besides the images (default: %(default)s).")
+    shapes.add_argument("--short-per-scene", type=int, default=4,
+                        help="Short-answer questions per scene (default: %(default)s).")
+    shapes.add_argument("--mc-per-scene", type=int, default=2,
+                        help="Multiple-choice questions per scene (default: %(default)s).")
+    shapes.add_argument("--image-size", type=int, default=224, help="Image side in pixels (default: %(default)s).")
+    shapes.set_defaults(data_run=run_shapes)
+
+    check = sub.add_parser("check", help="Validate a LLaVA JSON file and print counts and errors.",
+                           description="Validate a LLaVA JSON file and print counts and errors.")
+    check.add_argument("file", type=Path, help="The LLaVA JSON file.")
+    check.add_argument("--images", type=Path, default=None,
+                       help="Folder the records' image paths are relative to (default: the file's folder).")
+    check.add_argument("--no-image-check", action="store_true",
+                       help="Do not open the images (only validate the JSON records).")
+    check.set_defaults(data_run=run_check)
+
+
+def run(args: argparse.Namespace) -> int:
+    return args.data_run(args)
+
+
+def run_shapes(args: argparse.Namespace) -> int:
+    from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
+    from vlbridge.data.shapes_export import export_shapes, parse_formats
+
+    formats = parse_formats(args.formats)
+    config = ShapesConfig(n=args.n, seed=args.seed, image_size=args.image_size,
+                          short_per_scene=args.short_per_scene, mc_per_scene=args.mc_per_scene)
+    start = time.perf_counter()
+    manifest = export_shapes(generate_shapes(config), args.out, formats)
+    seconds = time.perf_counter() - start
+    counts = manifest["counts"]
+    print(f"Shapes dataset (seed {config.seed}) written to {args.out} in {seconds:.1f} s "
+          f"({', '.join(formats)})")
+    for task in ("scenes", "short", "mc", "caption"):
+        print(f"  {task:8s} " + "  ".join(f"{split} {counts[task][split]:6d}" for split in counts[task]))
+    for split, baselines in manifest["majority_baselines"].items():
+        print(f"  majority baseline {split:5s}: short {baselines['short']['per_type_majority_accuracy']:.3f}"
+              f" (per question type), mc {baselines['mc']['accuracy']:.3f} (chance {baselines['mc']['chance']:.3f})")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from vlbridge.data.llava_json import read_llava_json
+
+    samples = read_llava_json(args.file, image_root=args.images, check_images=not args.no_image_check,
+                              on_error="skip")
+    with_image = sum(s.image is not None for s in samples)
+    turns = sum(len(s.turns) for s in samples)
+    tasks = Counter(s.meta.get("task", "-") for s in samples)
+    print(f"{args.file}: {len(samples)} valid records, {len(samples.skipped)} bad; "
+          f"{with_image} with an image, {turns} turns; tasks: {dict(sorted(tasks.items()))}")
+    for bad in samples.skipped:
+        print(f"  error: {bad.message}")
+    return 1 if samples.skipped else 0
