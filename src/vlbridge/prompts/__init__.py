@@ -1,0 +1,1 @@
+"""Prompt formats that published recipes use, as pure functions (one file per format)."""
