@@ -19,12 +19,12 @@ from PIL import Image, ImageDraw
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
+    "red": (215, 30, 40),
     "green": (30, 165, 60),
     "blue": (40, 90, 225),
-    "yellow": (240, 205, 25),
+    "yellow": (245, 215, 20),
     "purple": (145, 55, 195),
-    "orange": (250, 130, 15),
+    "orange": (250, 120, 10),
 }
 SIZES = ("small", "large")
 CELLS = (
