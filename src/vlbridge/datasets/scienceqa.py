@@ -1,0 +1,92 @@
+"""ScienceQA: ``problems.json``, ``pid_splits.json``, ``images/<split>/<id>/image.png`` and the optional
+``captions.json`` (image captions used as extra context by LLaVA/MemVP). One :class:`Sample` per problem.
+
+The prompt is the QCM prompt of :mod:`vlbridge.prompts.scienceqa`, with ``<image>`` first when the
+problem has an image; ``meta`` keeps everything evaluation needs (question, context, choices,
+answer_index, subject, grade and the context modality flags of the ScienceQA breakdown).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
+from vlbridge.datasets.json_io import load_json, require
+from vlbridge.errors import DataError
+from vlbridge.metrics.multiple_choice import MCQuestion
+from vlbridge.prompts.scienceqa import answer_text, context_text, qcm_prompt
+
+SCIENCEQA_SPLITS = ("train", "val", "test", "minival", "minitrain", "trainval")
+
+
+def read_scienceqa(root: str | Path, split: str = "test", use_captions: bool = False,
+                   require_images: bool = True) -> list[Sample]:
+    """Samples of one split of a ScienceQA folder (``problems.json``, ``pid_splits.json``, ``images/``).
+
+    ``use_captions`` appends ``captions.json``'s caption of the image to the context, as LLaVA's and
+    MemVP's ScienceQA prompts do. With ``require_images`` a problem whose ``image`` field names a file
+    that does not exist is an error (instead of silently becoming a text-only question).
+    """
+    root = Path(root)
+    problems_file, splits_file = root / "problems.json", root / "pid_splits.json"
+    problems = load_json(problems_file, dict)
+    splits = load_json(splits_file, dict)
+    if split not in splits:
+        raise DataError(f"unknown split {split!r}; the file has {sorted(splits)}", file=splits_file, field=split)
+    captions: dict = {}
+    if use_captions:
+        captions_file = root / "captions.json"
+        captions = require(load_json(captions_file, dict), "captions", dict, file=captions_file, where="top level")
+    samples = []
+    for pid in splits[split]:
+        pid = str(pid)
+        if pid not in problems:
+            raise DataError(f"problem listed in split {split!r} is missing from problems.json", file=problems_file,
+                            record=pid)
+        samples.append(_problem_sample(pid, problems[pid], root, split, captions, problems_file, require_images))
+    return samples
+
+
+def _problem_sample(pid: str, problem: dict, root: Path, split: str, captions: dict, file: Path,
+                    require_images: bool) -> Sample:
+    question = require(problem, "question", str, file=file, where=pid)
+    choices = require(problem, "choices", list, file=file, where=pid)
+    answer = require(problem, "answer", int, file=file, where=pid)
+    if not all(isinstance(c, str) for c in choices) or len(choices) < 2:
+        raise DataError("must be a list of at least 2 strings", file=file, record=pid, field="choices")
+    if not 0 <= answer < len(choices):
+        raise DataError(f"answer {answer} is not an index into the {len(choices)} choices", file=file, record=pid,
+                        field="answer")
+    hint = problem.get("hint") or ""
+    image_name = problem.get("image") or ""
+    image = None
+    if image_name:
+        image = root / "images" / split / pid / image_name
+        if require_images and not image.is_file():
+            raise DataError(f"image file {image} does not exist", file=file, record=pid, field="image")
+    caption = captions.get(pid, "") if image_name else ""
+    context = context_text(hint, caption)
+    prompt = qcm_prompt(question, choices, context)
+    user = f"{IMAGE_PLACEHOLDER}\n{prompt}" if image_name else prompt
+    return Sample(
+        id=pid,
+        turns=(Turn("user", user), Turn("assistant", answer_text(answer))),
+        image=image,
+        source=str(file),
+        meta={
+            "task": "mc", "question": question, "context": hint, "choices": list(choices), "answer_index": answer,
+            "subject": problem.get("subject", ""), "grade": problem.get("grade", ""),
+            "has_text_context": bool(hint), "has_image": bool(image_name), "no_context": not hint and not image_name,
+            "caption": caption,
+        },
+    )
+
+
+def scienceqa_ground_truth(samples: list[Sample]) -> dict[str, MCQuestion]:
+    """problem id -> :class:`MCQuestion` (for :func:`vlbridge.metrics.multiple_choice.mc_scores`)."""
+    return {
+        s.id: MCQuestion(answer_index=s.meta["answer_index"], num_choices=len(s.meta["choices"]),
+                         subject=s.meta["subject"], has_text_context=s.meta["has_text_context"],
+                         has_image=s.meta["has_image"], grade=s.meta["grade"])
+        for s in samples
+    }
