@@ -41,7 +41,8 @@ class VisionEncoder(nn.Module):
     ``layer`` indexes the ViT's hidden states as Hugging Face's ``output_hidden_states`` does
     (``1..L`` = after block ``1..L``, negative from the end: ``-1`` = last block's output before the final
     norm, ``-2`` = penultimate); ``None`` means ``-2``. For a CNN only the final map exists (``None`` or ``-1``).
-    ``adapter_dim`` adds MemVP bottleneck adapters (trainable even when the backbone is frozen).
+    ``adapter_dim`` adds MemVP bottleneck adapters to the blocks up to ``layer`` (trainable even when the
+    backbone is frozen).
     ``compute_pooled=False`` returns ``pooled=None`` and stops the ViT at ``layer``.
     """
 
@@ -92,7 +93,9 @@ class VisionEncoder(nn.Module):
     def _install_adapters(self, hidden: int, scale: float) -> None:
         if self.backbone.kind != "vit":
             raise ConfigError("adapter_dim: adapters are defined for ViT blocks, not for a CNN backbone")
-        blocks = self.backbone.blocks
+        # only the blocks the grid comes from: an adapter after the grid layer would get no gradient from
+        # the grid (a dead parameter, which also breaks DDP's default unused-parameter check)
+        blocks = self.backbone.blocks[: self._block_index + 1]
         self.adapters = nn.ModuleList(BottleneckAdapter(self.feature_dim, hidden, scale) for _ in blocks)
         for i, block in enumerate(blocks):
             ffn = getattr(block, "mlp", None)

@@ -34,6 +34,9 @@ def build_folder_atomically(target: Path, build: Callable[[Path], None]) -> Path
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the cache entry gets normal permissions
         build(tmp)
         try:
             os.rename(tmp, target)

@@ -47,13 +47,15 @@ def _clip_preprocessing(cfg: PretrainedConfig) -> ImagePreprocessing:
 
 
 def _siglip_preprocessing(cfg: PretrainedConfig) -> ImagePreprocessing:
-    # google/siglip-*: bilinear resize to image_size x image_size (no crop), mean = std = 0.5
-    return ImagePreprocessing("bilinear", HALF, HALF, resize_to=(cfg.image_size, cfg.image_size))
+    # google/siglip-*: bicubic resize to image_size x image_size (no crop), mean = std = 0.5
+    return ImagePreprocessing("bicubic", HALF, HALF, resize_to=(cfg.image_size, cfg.image_size))
 
 
 def _dinov2_preprocessing(cfg: PretrainedConfig) -> ImagePreprocessing:
-    # facebook/dinov2-*: bicubic short side 256, centre crop 224, ImageNet statistics
-    return ImagePreprocessing("bicubic", IMAGENET_MEAN, IMAGENET_STD, shortest_edge=256, crop_size=(224, 224))
+    # DINOv2 transform (bicubic short side, centre crop, ImageNet statistics) at the configured image size;
+    # Hub folders carry a preprocessor_config.json (224 px crop) that takes precedence over this
+    side = cfg.image_size
+    return ImagePreprocessing("bicubic", IMAGENET_MEAN, IMAGENET_STD, shortest_edge=side, crop_size=(side, side))
 
 
 LOCAL_VISION_FAMILIES: dict[str, VisionFamily] = {
