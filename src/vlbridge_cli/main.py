@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "info": "vlbridge_cli.info",
     "score": "vlbridge_cli.score",
     "demo": "vlbridge_cli.demo",
+    "analyze": "vlbridge_cli.analyze",
 }
 
 

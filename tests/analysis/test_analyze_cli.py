@@ -1,0 +1,58 @@
+"""`vlbridge analyze locate|distort` on a saved run of a tiny MemVP model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from vlbridge.build import build_model
+from vlbridge.train.checkpoint import save_checkpoint
+from vlbridge.train.recipe import ModelConfig, Recipe
+from vlbridge_cli.main import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_llama_dir, tiny_dinov2_dir):
+    recipe = Recipe(model=ModelConfig(language_model=str(tiny_llama_dir), vision_encoder=str(tiny_dinov2_dir),
+                                      bridge="memvp", bridge_options={"num_slots": 20, "lam": 1.0}))
+    built = build_model(recipe.model)
+    torch.manual_seed(0)
+    with torch.no_grad():  # a "trained" memory: p_v is no longer zero
+        for p in built.model.bridge.parameters():
+            p.normal_(0, 0.5)
+    folder = tmp_path_factory.mktemp("runs") / "memvp"
+    save_checkpoint(built.model, recipe, folder)
+    image = folder.parent / "image.png"
+    Image.new("RGB", (56, 56), (30, 200, 90)).save(image)
+    return folder, image
+
+
+def test_locate_writes_a_heat_map(run_dir, tmp_path, capsys):
+    folder, image = run_dir
+    out = tmp_path / "heat.png"
+    code = main(["analyze", "locate", "--run", str(folder), "--image", str(image), "--prompt",
+                 "What color is the square?", "--tokens", "color", "square", "--out", str(out)])
+    assert code == 0
+    assert "4x4 grid: color square" in capsys.readouterr().out
+    with Image.open(out) as png:
+        assert png.format == "PNG"
+
+
+def test_unknown_token_lists_the_prompt_tokens(run_dir, capsys):
+    folder, image = run_dir
+    code = main(["analyze", "locate", "--run", str(folder), "--image", str(image), "--prompt", "What color?",
+                 "--tokens", "shape"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "['shape'] are not tokens of the prompt" in err and "'color'" in err
+
+
+def test_distort_reports_both_answers(run_dir, capsys):
+    folder, image = run_dir
+    code = main(["analyze", "distort", "--run", str(folder), "--image", str(image), "--prompt",
+                 "What color is the square?", "--top-k", "3", "--max-new-tokens", "4"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("zeroed visual entries (row,col of the 4x4 grid): (")
+    assert out.count("(") == 3 + 1 and "original : " in out and "distorted: " in out
