@@ -46,7 +46,7 @@ STRIPE_ORIENTATIONS = ("horizontal", "vertical", "diagonal")
 # apart even after jitter.
 SIZE_RADIUS = {"small": 0.21, "large": 0.40}
 CELL_MARGIN = 0.05
-SUPERSAMPLE = 2  # draw at 2x and box-downsample: cheap anti-aliasing
+SUPERSAMPLE = 2  # shapes are drawn at 2x and box-filtered down: anti-aliased edges
 REPEAT_PROBABILITY = 0.3  # chance to reuse an earlier object's colour (or shape): makes position matter
 
 
@@ -148,15 +148,18 @@ def object_radius(obj: ShapeObject, image_size: int = 224) -> float:
 
 def render_scene(scene: Scene, image_size: int = 224) -> Image.Image:
     """Draw ``scene`` as an RGB image of ``image_size`` x ``image_size`` pixels."""
-    background = Image.fromarray(render_background(scene.background, image_size))
-    big_size = image_size * SUPERSAMPLE
-    canvas = background.resize((big_size, big_size), Image.NEAREST)
-    draw = ImageDraw.Draw(canvas)
+    canvas = Image.fromarray(render_background(scene.background, image_size))
     for obj in scene.objects:
         x, y = object_center(obj, image_size)
         r = object_radius(obj, image_size)
-        _draw_shape(draw, obj.shape, x * SUPERSAMPLE, y * SUPERSAMPLE, r * SUPERSAMPLE, COLORS[obj.color])
-    return canvas.reduce(SUPERSAMPLE)
+        # Anti-aliasing: the shape's coverage is drawn at SUPERSAMPLE x resolution in a patch around it
+        # and box-filtered down, then used as the paste mask (cheaper than drawing the whole image big).
+        left, top, side = math.floor(x - r) - 1, math.floor(y - r) - 1, math.ceil(2 * r) + 3
+        coverage = Image.new("L", (side * SUPERSAMPLE, side * SUPERSAMPLE), 0)
+        _draw_shape(ImageDraw.Draw(coverage), obj.shape, (x - left) * SUPERSAMPLE, (y - top) * SUPERSAMPLE,
+                    r * SUPERSAMPLE, 255)
+        canvas.paste(COLORS[obj.color], (left, top, left + side, top + side), coverage.reduce(SUPERSAMPLE))
+    return canvas
 
 
 def render_background(background: Background, image_size: int = 224) -> np.ndarray:
@@ -167,23 +170,24 @@ def render_background(background: Background, image_size: int = 224) -> np.ndarr
     period = max(2.0, background.period * image_size / 224)  # periods are given for 224 pixels
     ys, xs = np.ogrid[0:image_size, 0:image_size]  # (H, 1), (1, W): broadcasting keeps this cheap
     if background.kind == "plain":
-        return np.broadcast_to(np.rint(base).astype(np.uint8), (image_size, image_size, 3)).copy()
-    if background.kind == "stripes":
+        shade = np.zeros((image_size, image_size), np.uint8)
+    elif background.kind == "stripes":
         coord = {"horizontal": ys, "vertical": xs, "diagonal": (xs + ys) / math.sqrt(2)}[background.orientation]
-        mask = np.broadcast_to((coord // (period / 2)) % 2 == 1, (image_size, image_size))
+        shade = np.broadcast_to(((coord // (period / 2)) % 2 * 255).astype(np.uint8), (image_size, image_size))
     elif background.kind == "checkers":
-        mask = (xs // period + ys // period) % 2 == 1
+        shade = ((xs // period + ys // period) % 2 * 255).astype(np.uint8)
     elif background.kind == "noise":
         # Smooth blotches: a coarse random field upsampled bilinearly (compresses well as PNG).
         coarse = max(2, round(image_size / period))
         field = np.random.default_rng(background.noise_seed).random((coarse, coarse), dtype=np.float32)
         small = Image.fromarray((field * 255).astype(np.uint8))
-        shade = np.asarray(small.resize((image_size, image_size), Image.BILINEAR), np.float32) / 255.0
-        return np.clip(np.rint(base - contrast * shade[:, :, None]), 0, 255).astype(np.uint8)
+        shade = np.asarray(small.resize((image_size, image_size), Image.BILINEAR))
     else:
         raise ValueError(f"unknown background kind {background.kind!r}; valid: {list(BACKGROUND_KINDS)}")
-    tones = np.clip(np.rint(np.stack([base, base - contrast])), 0, 255).astype(np.uint8)  # (2, 3)
-    return np.take(tones, mask.astype(np.uint8), axis=0)  # (H, W, 3); faster than tones[mask]
+    # shade (H, W) in 0..255 picks a colour from the tone darkened (or lightened) by up to `contrast`.
+    levels = np.arange(256, dtype=np.float32)[:, None] / 255.0
+    palette = np.clip(np.rint(base[None, :] - contrast * levels), 0, 255).astype(np.uint8)  # (256, 3)
+    return np.take(palette, shade, axis=0)  # (H, W, 3)
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, x: float, y: float, r: float, rgb: tuple) -> None:
