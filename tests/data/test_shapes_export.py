@@ -39,7 +39,8 @@ def test_llava_files_read_back_with_their_images(exported):
             assert manifest["counts"][task][split] == len(samples)
     image = load_image(out / "images" / "shapes_000000.png")
     assert image.size == (224, 224)
-    assert manifest["files"]["image_file_pattern"].format(image_id=7) == "images/shapes_000007.png"
+    files = manifest["files"]
+    assert (out / files["image_dir"] / files["image_file_pattern"].format(image_id=7)).is_file()
 
 
 def test_manifest(exported):
@@ -95,8 +96,8 @@ def test_vqav2(exported):
             assert annotation["question_type"] == q.question_type and annotation["answer_type"] == q.answer_type
             assert annotation["answers"] == [{"answer": q.answer, "answer_confidence": "yes", "answer_id": i}
                                              for i in range(1, 11)]
-            pattern = manifest["files"]["vqav2"]["image_file_pattern"]
-            assert (out / pattern.format(image_id=image_id)).is_file()
+            files = manifest["files"]["vqav2"]
+            assert (out / files["image_dir"] / files["image_file_pattern"].format(image_id=image_id)).is_file()
         ids = [q["question_id"] for q in questions["questions"]]
         assert len(set(ids)) == len(ids)
 
@@ -154,3 +155,25 @@ def test_formats():
         parse_formats("llava,yaml")
     with pytest.raises(ConfigError):
         parse_formats("")
+
+
+def test_the_standard_readers_load_the_exports(exported):
+    from vlbridge.datasets.coco import read_coco_captions, read_karpathy_split
+    from vlbridge.datasets.scienceqa import read_scienceqa
+    from vlbridge.datasets.vqav2 import read_vqav2
+
+    out, data, manifest = exported
+    files = manifest["files"]
+    for split in SPLITS:
+        items = data.split(split)
+        coco = read_coco_captions(out / files["coco"]["captions"][split], out / files["coco"]["image_dir"])
+        karpathy = read_karpathy_split(out / files["coco"]["karpathy"], split, out / files["coco"]["karpathy_image_root"])
+        for samples in (coco, karpathy):
+            assert sorted(s.meta["answers"] for s in samples) == sorted(list(i.captions) for i in items)
+            assert all(s.image.is_file() for s in samples)
+        vqa = read_vqav2(out / files["vqav2"]["questions"][split], out / files["vqav2"]["annotations"][split])
+        assert [(s.meta["question"], s.answer) for s in vqa] == [(q.text, q.answer) for i in items for q in i.short]
+        science = read_scienceqa(out / "scienceqa", split)
+        assert [(s.id, s.meta["choices"], s.meta["answer_index"]) for s in science] == [
+            (f"{i.scene.id}_mc{k}", list(m.choices), m.answer_index) for i in items for k, m in enumerate(i.mc)]
+        assert all(s.image.is_file() for s in science)

@@ -33,7 +33,7 @@ from vlbridge.errors import ConfigError, DataError
 FORMATS = ("llava", "coco", "vqav2", "scienceqa")
 GENERATOR_NAME = "vlbridge.shapes"
 IMAGE_DIR = "images"
-IMAGE_FILE_PATTERN = "images/shapes_{image_id:06d}.png"
+IMAGE_FILE_PATTERN = "shapes_{image_id:06d}.png"  # inside IMAGE_DIR; image_id = scene index
 QUESTION_ID_STRIDE = 100  # question_id = image_id * 100 + k (k < questions per scene)
 PNG_COMPRESS_LEVEL = 3  # fixed, so bytes do not depend on Pillow defaults; 3: ~2x faster than 6, 20 % larger
 
@@ -59,7 +59,7 @@ def export_shapes(dataset: ShapesDataset, out: str | Path, formats: Iterable[str
     for item in dataset.scenes:
         render_scene(item.scene, dataset.config.image_size).save(
             image_dir / f"{item.scene.id}.png", format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    files: dict[str, Any] = {"images": IMAGE_DIR, "image_file_pattern": IMAGE_FILE_PATTERN}
+    files: dict[str, Any] = {"image_dir": IMAGE_DIR, "image_file_pattern": IMAGE_FILE_PATTERN}
     writers = {"llava": _write_llava, "coco": _write_coco, "vqav2": _write_vqav2, "scienceqa": _write_scienceqa}
     for name in formats:
         files[name] = writers[name](dataset, out)
@@ -154,7 +154,8 @@ def _write_coco(dataset: ShapesDataset, out: Path) -> dict[str, Any]:
 
 
 def _write_vqav2(dataset: ShapesDataset, out: Path) -> dict[str, Any]:
-    files: dict[str, Any] = {"questions": {}, "annotations": {}, "image_file_pattern": IMAGE_FILE_PATTERN}
+    files: dict[str, Any] = {"questions": {}, "annotations": {}, "image_dir": IMAGE_DIR,
+                             "image_file_pattern": IMAGE_FILE_PATTERN}
     for split in SPLITS:
         questions, annotations = [], []
         for item in dataset.split(split):
