@@ -370,6 +370,38 @@ def _lex(text: str) -> list[str | None]:
     return tokens
 
 
+def _in_word(ch: str) -> bool:
+    return ch.isalnum() or unicodedata.category(ch).startswith("M")
+
+
+def _cased(ch: str) -> bool:
+    return ch.lower() != ch or ch.upper() != ch
+
+
+def _final_sigma(token: str, i: int) -> bool:
+    """Java's Final_Sigma test: a cased letter before, and none after, within the word (uncased
+    characters such as digits are skipped; Python's ``str.lower`` stops at them instead)."""
+    j = i - 1
+    while j >= 0 and _in_word(token[j]):
+        if _cased(token[j]):
+            j = i + 1
+            while j < len(token) and _in_word(token[j]):
+                if _cased(token[j]):
+                    return False
+                j += 1
+            return True
+        j -= 1
+    return False
+
+
+def _java_lower(token: str) -> str:
+    """``String.toLowerCase`` of Java (the reference lower-cases each token with it)."""
+    if "\u03a3" not in token:
+        return token.lower()
+    return "".join(("\u03c2" if _final_sigma(token, i) else "\u03c3") if ch == "\u03a3" else ch.lower()
+                   for i, ch in enumerate(token))
+
+
 _LINE_BREAKS = re.compile(r"\r\n|[\r\u2028\u2029\u000B\u000C\u0085]")
 
 
@@ -384,7 +416,7 @@ def ptb_tokenize_lines(captions: Sequence[str]) -> list[str]:
         if token is None:
             lines.append([])
         else:
-            lines[-1].append(token.lower())
+            lines[-1].append(_java_lower(token))
     return [" ".join(line) for line in lines]
 
 
