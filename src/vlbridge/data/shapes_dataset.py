@@ -226,7 +226,8 @@ def generate_shapes(config: ShapesConfig) -> ShapesDataset:
         mc_questions = _pick_questions(candidates, rng, config.mc_per_scene, list(MC_QUESTION_TYPES), mc_balancer)
         mc = []
         for question in mc_questions:
-            choices, answer_index = choices_for(question, scene, rng, n_options=rng.randint(2, 5))
+            choices, answer_index = choices_for(question, scene, rng, n_options=rng.randint(2, 5),
+                                                max_count=config.max_objects)
             mc.append(MultipleChoice(question, tuple(choices), answer_index))
         captions = tuple(references(scene, rng))
         scenes.append(AnnotatedScene(scene, split, index, captions, tuple(short), tuple(mc)))

@@ -190,15 +190,19 @@ MC_QUESTION_TYPES = tuple(name for name in QUESTION_TYPES if name not in ("exist
 """Types that make sense as multiple choice (not yes/no)."""
 
 
-def choices_for(question: Question, scene: Scene, rng: random.Random, n_options: int) -> tuple[list[str], int]:
+def choices_for(question: Question, scene: Scene, rng: random.Random, n_options: int,
+                max_count: int = 4) -> tuple[list[str], int]:
     """Options (the answer plus distractors, shuffled) and the index of the answer.
 
     Distractors are preferably *present in the scene* (other colours/shapes/occupied cells, or
     neighbouring numbers), so the right option cannot be found by checking what the image contains.
+    Numbers range over 0..``max_count`` (the most objects a scene of the dataset can hold): a larger
+    number would be a giveaway, and so would "0" for "How many shapes are there?".
     """
     vocabulary = list(VOCABULARIES[question.vocabulary])
-    if question.question_type == "count_all":
-        vocabulary = vocabulary[1:]  # a scene has at least one shape: "0" would be a giveaway
+    if question.vocabulary == "number":
+        first = 1 if question.question_type == "count_all" else 0
+        vocabulary = [str(i) for i in range(first, max(max_count, int(question.answer)) + 1)]
     others = [v for v in vocabulary if v != question.answer]
     if question.vocabulary == "number":
         hard = sorted(others, key=lambda v: (abs(int(v) - int(question.answer)), int(v)))[:2]
