@@ -11,6 +11,9 @@ HELP = "Generate the built-in Shapes dataset or validate a LLaVA JSON file."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vlbridge.data.shapes_dataset import ShapesConfig  # defaults live in one place: the config
+    from vlbridge.data.shapes_export import FORMATS
+
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     shapes = sub.add_parser("shapes", help="Generate the Shapes dataset (images, LLaVA JSON, COCO, VQAv2, "
@@ -18,17 +21,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             description="Generate the Shapes dataset deterministically from a seed.")
     shapes.add_argument("--out", type=Path, required=True,
                         help="Output folder (new, empty, or an earlier Shapes output, which is replaced).")
-    shapes.add_argument("--n", type=int, default=1000, help="Number of scenes (images) over all splits "
-                        "(default: %(default)s; 80/10/10 %% train/val/test).")
-    shapes.add_argument("--seed", type=int, default=0, help="Random seed; the same seed gives byte-identical "
-                        "files (default: %(default)s).")
-    shapes.add_argument("--formats", default="llava,coco,vqav2,scienceqa",
+    shapes.add_argument("--n", type=int, default=ShapesConfig.n,
+                        help="Number of scenes (images) over all splits (default: %(default)s; 80/10/10 %% "
+                        "train/val/test).")
+    shapes.add_argument("--seed", type=int, default=ShapesConfig.seed,
+                        help="Random seed; the same seed gives byte-identical files (default: %(default)s).")
+    shapes.add_argument("--formats", default=",".join(FORMATS),
                         help="Comma-separated layouts to write besides the images (default: %(default)s).")
-    shapes.add_argument("--short-per-scene", type=int, default=4,
+    shapes.add_argument("--short-per-scene", type=int, default=ShapesConfig.short_per_scene,
                         help="Short-answer questions per scene (default: %(default)s).")
-    shapes.add_argument("--mc-per-scene", type=int, default=2,
+    shapes.add_argument("--mc-per-scene", type=int, default=ShapesConfig.mc_per_scene,
                         help="Multiple-choice questions per scene (default: %(default)s).")
-    shapes.add_argument("--image-size", type=int, default=224, help="Image side in pixels (default: %(default)s).")
+    shapes.add_argument("--image-size", type=int, default=ShapesConfig.image_size,
+                        help="Image side in pixels (default: %(default)s).")
     shapes.set_defaults(data_run=run_shapes)
 
     check = sub.add_parser("check", help="Validate a LLaVA JSON file and print counts and errors.",
