@@ -133,8 +133,8 @@ def exists_at(scene: Scene) -> list[Question]:
         here = scene.object_at(cell)
         phrase = CELL_PHRASES[cell]
         for s in dict.fromkeys(o.shape for o in scene.objects):
-            questions.append(_ask(f"Is there {with_article(s)} {phrase}?", _yes_no(here is not None and here.shape == s),
-                                  "exists_at", "yes/no", True))
+            questions.append(_ask(f"Is there {with_article(s)} {phrase}?",
+                                  _yes_no(here is not None and here.shape == s), "exists_at", "yes/no", True))
         for c in dict.fromkeys(o.color for o in scene.objects):
             questions.append(_ask(f"Is there {with_article(c)} shape {phrase}?",
                                   _yes_no(here is not None and here.color == c), "exists_at", "yes/no", True))
