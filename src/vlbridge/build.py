@@ -20,10 +20,10 @@ class Built:
     @property
     def image_tokens(self) -> int:
         """Sequence positions one image takes in the LM (for length limits)."""
-        encoder = self.model.vision_encoder
-        n = encoder.num_tokens if self.model.bridge.features == "grid" else 1
-        n = getattr(self.model.bridge.connector, "num_output_tokens", n)
-        return self.model.bridge.injection.visual_sequence_length(n)
+        bridge = self.model.bridge
+        n = bridge.num_visual_inputs(self.model.vision_encoder.num_tokens)
+        n = getattr(bridge.connector, "num_output_tokens", n)  # resamplers emit a fixed number of tokens
+        return bridge.injection.visual_sequence_length(n)
 
 
 def add_lora(language_model: LanguageModel, config: ModelConfig) -> None:

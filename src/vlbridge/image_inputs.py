@@ -10,6 +10,7 @@ from torch import nn
 from vlbridge.batch import ImageInputs
 from vlbridge.data.images import load_image
 from vlbridge.data.sample import Sample
+from vlbridge.encoders.feature_cache import FeatureCache
 
 
 class PixelImages:
@@ -26,34 +27,36 @@ class PixelImages:
 class CachedFeatures:
     """Features of a frozen encoder, computed once per distinct image and reused every epoch.
 
-    ``precompute`` fills the table (through the on-disk :class:`FeatureCache` when one is given, so a
-    second run skips the encoder entirely); ``__call__`` serves batches from memory.
+    ``precompute`` fills an in-memory table, through the on-disk :class:`FeatureCache` (keyed by image
+    content and encoder identity) when one is given, so a second run skips the encoder entirely.
     """
 
-    def __init__(self, encoder: nn.Module, disk_cache=None, batch_size: int = 16):
+    def __init__(self, encoder: nn.Module, disk_cache: FeatureCache | None = None, batch_size: int = 16):
         self.encoder, self.disk_cache, self.batch_size = encoder, disk_cache, batch_size
         self.table: dict[Path, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    def _encode(self, samples: list[Sample]):
+        return self.encoder(PixelImages(self.encoder.preprocess)(samples).pixel_values)
+
     @torch.no_grad()
     def precompute(self, samples: list[Sample], progress=None) -> None:
-        todo = {}
+        todo: dict[Path, Sample] = {}
         for s in samples:
             if s.image is not None and s.image not in self.table:
                 todo.setdefault(s.image, s)
         pending = list(todo.values())
         for start in range(0, len(pending), self.batch_size):
             chunk = pending[start:start + self.batch_size]
-            inputs = PixelImages(self.encoder.preprocess)(chunk)
-            features = self._encode(chunk, inputs.pixel_values)
+            if self.disk_cache is None:
+                features = self._encode(chunk)
+            else:
+                by_path = {s.image: s for s in chunk}
+                features = self.disk_cache.get_or_compute(
+                    [s.image for s in chunk], lambda paths: self._encode([by_path[p] for p in paths]))
             for s, grid, pooled in zip(chunk, features.grid, features.pooled):
                 self.table[s.image] = (grid.clone(), pooled.clone())
             if progress is not None:
                 progress(len(chunk))
-
-    def _encode(self, chunk: list[Sample], pixel_values):
-        if self.disk_cache is None:
-            return self.encoder(pixel_values)
-        return self.disk_cache.get_or_compute([s.image for s in chunk], lambda: self.encoder(pixel_values))
 
     def __call__(self, samples: list[Sample]) -> ImageInputs:
         missing = [s for s in samples if s.image not in self.table]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor, nn
 
 from vlbridge.bridges.injections.base import Injection
@@ -16,13 +18,32 @@ class Bridge(nn.Module):
     MemVP paper's "local -> global" ablation (a large drop: local features matter).
     """
 
-    def __init__(self, connector: nn.Module, injection: Injection, features: str = "grid"):
+    def __init__(self, connector: nn.Module, injection: Injection, features: str = "grid", pool: int = 1):
         super().__init__()
         if features not in FEATURE_KINDS:
             raise ValueError(f"unknown features {features!r}; valid: {list(FEATURE_KINDS)}")
+        if pool < 1:
+            raise ValueError(f"pool must be >= 1, got {pool}")
         self.connector = connector
         self.injection = injection
         self.features = features
+        self.pool = pool
+
+    def num_visual_inputs(self, grid_tokens: int) -> int:
+        """How many feature vectors reach the connector for an encoder grid of ``grid_tokens``."""
+        return 1 if self.features == "pooled" else grid_tokens // (self.pool * self.pool)
+
+    def pool_grid(self, grid: Tensor) -> Tensor:
+        """(B, h*w, d_v) square grid -> (B, (h/k)*(w/k), d_v) by k x k average pooling (fewer visual
+        tokens: the usual way to cut input-space cost, e.g. LLaVA-OneVision's 2x2 pooling)."""
+        if self.pool == 1:
+            return grid
+        B, n, d = grid.shape
+        side = math.isqrt(n)
+        if side * side != n or side % self.pool:
+            raise ValueError(f"pool={self.pool} needs a square grid whose side it divides, got {n} tokens")
+        image = grid.transpose(1, 2).reshape(B, d, side, side)
+        return nn.functional.avg_pool2d(image, self.pool).flatten(2).transpose(1, 2)
 
     def forward(self, grid: Tensor, pooled: Tensor | None = None) -> Tensor:
         """grid (B, n, d_v), pooled (B, d_v) -> visual vectors (B, n', d)."""
@@ -30,4 +51,4 @@ class Bridge(nn.Module):
             if pooled is None:
                 raise ValueError("this bridge uses pooled features but the encoder gave none")
             return self.connector(pooled[:, None, :])
-        return self.connector(grid)
+        return self.connector(self.pool_grid(grid))

@@ -25,11 +25,12 @@ class LlavaOptions:
     activation: str = "gelu"  # gelu (LLaVA) | silu | relu
     layers: int = 2  # 2 = Linear-act-Linear (LLaVA-1.5); 1 = one Linear (LLaVA-1)
     features: str = "grid"  # grid (local patch features) | pooled (one global vector)
+    pool: int = 1  # k x k average pooling of the grid before the projector (k=2: 256 -> 64 tokens)
 
 
 def build_llava(vision_dim: int, language_model, options: LlavaOptions) -> Bridge:
     connector = MLPProjector(vision_dim, language_model.hidden_size, options.hidden, options.activation, options.layers)
-    return Bridge(connector, InputSpaceInjection(), options.features)
+    return Bridge(connector, InputSpaceInjection(), options.features, options.pool)
 
 
 # name -> (options dataclass, builder)

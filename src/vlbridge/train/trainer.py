@@ -17,11 +17,13 @@ from vlbridge.data.llava_json import read_llava_json
 from vlbridge.errors import ConfigError
 from vlbridge.eval.generate_answers import GenerationSettings, generate_answers
 from vlbridge.eval.scoring import score_predictions
+from vlbridge.encoders.feature_cache import FeatureCache
 from vlbridge.image_inputs import CachedFeatures, PixelImages
 from vlbridge.train.checkpoint import save_checkpoint
 from vlbridge.train.parameter_groups import apply_trainable, format_counts
 from vlbridge.train.recipe import Recipe, save_recipe
 from vlbridge.train.schedule import warmup_cosine
+from vlbridge.weights.cache import cache_dir
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -51,9 +53,8 @@ class MetricsLog:
 def image_loader(built: Built, recipe: Recipe):
     """Cached features when the encoder is frozen (each image is encoded once), pixels otherwise."""
     encoder = built.model.vision_encoder
-    frozen = not any(p.requires_grad for p in encoder.parameters())
-    if recipe.data.cache_features and frozen:
-        return CachedFeatures(encoder)
+    if recipe.data.cache_features and encoder.cacheable:
+        return CachedFeatures(encoder, FeatureCache.for_encoder(cache_dir() / "features", encoder))
     return PixelImages(encoder.preprocess)
 
 
@@ -67,7 +68,8 @@ def evaluate(built: Built, collator: Collator, samples, settings: GenerationSett
     return score_predictions(samples, predictions) | {"predictions": predictions}
 
 
-def train(recipe: Recipe, log=print) -> dict:
+def train(recipe: Recipe, built: Built | None = None, log=print) -> dict:
+    """Run ``recipe``; ``built`` is a model already built from ``recipe.model`` (else it is built here)."""
     cfg, data = recipe.train, recipe.data
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {cfg.precision!r}; valid: {sorted(PRECISIONS)}")
@@ -80,7 +82,7 @@ def train(recipe: Recipe, log=print) -> dict:
 
     # 1. model, and what trains
     seed_everything(cfg.seed)
-    built = build_model(recipe.model)
+    built = built or build_model(recipe.model)
     model = built.model
     counts = apply_trainable(model, cfg.trainable)
     log(format_counts(counts))
@@ -94,8 +96,8 @@ def train(recipe: Recipe, log=print) -> dict:
     for name, samples in (("train", train_set), ("val", val_set)):
         if samples.skipped:
             log(f"{name}: skipped {len(samples.skipped)} bad records: {[s.id for s in samples.skipped][:20]}")
-    if not train_set:
-        raise ConfigError(f"no training samples in {data.train}")
+    if len(train_set) < cfg.batch_size:
+        raise ConfigError(f"{data.train} has {len(train_set)} samples, fewer than train.batch_size={cfg.batch_size}")
     val_subset = list(val_set[: cfg.eval_samples] if cfg.eval_samples else val_set)
     images = image_loader(built, recipe)
     if isinstance(images, CachedFeatures):

