@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Multiple-choice questions per scene (default: %(default)s).")
     shapes.add_argument("--image-size", type=int, default=ShapesConfig.image_size,
                         help="Image side in pixels (default: %(default)s).")
+    shapes.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="Processes rendering images (default: %(default)s; the files are the same for any "
+                        "number).")
     shapes.set_defaults(data_run=run_shapes)
 
     check = sub.add_parser("check", help="Validate a LLaVA JSON file and print counts and errors.",
@@ -58,7 +62,7 @@ def run_shapes(args: argparse.Namespace) -> int:
     config = ShapesConfig(n=args.n, seed=args.seed, image_size=args.image_size,
                           short_per_scene=args.short_per_scene, mc_per_scene=args.mc_per_scene)
     start = time.perf_counter()
-    manifest = export_shapes(generate_shapes(config), args.out, formats)
+    manifest = export_shapes(generate_shapes(config), args.out, formats, workers=args.workers)
     seconds = time.perf_counter() - start
     counts = manifest["counts"]
     print(f"Shapes dataset (seed {config.seed}) written to {args.out} in {seconds:.1f} s "

@@ -10,6 +10,7 @@ import pytest
 
 from vlbridge.data.images import load_image
 from vlbridge.data.llava_json import read_llava_json
+from vlbridge.data import shapes_export
 from vlbridge.data.shapes_dataset import SPLITS, TASKS, ShapesConfig, generate_shapes
 from vlbridge.data.shapes_export import FORMATS, export_shapes, parse_formats
 from vlbridge.errors import ConfigError, DataError
@@ -121,10 +122,11 @@ def test_scienceqa(exported):
             assert image.read_bytes() == (out / "images" / f"{item.scene.id}.png").read_bytes()
 
 
-def test_same_seed_gives_byte_identical_files(exported, tmp_path):
+def test_same_seed_gives_byte_identical_files(exported, tmp_path, monkeypatch):
     out, _, _ = exported
     again = tmp_path / "again"
-    export_shapes(generate_shapes(ShapesConfig(n=30, seed=4)), again)
+    monkeypatch.setattr(shapes_export, "PARALLEL_MIN_SCENES", 0)
+    export_shapes(generate_shapes(ShapesConfig(n=30, seed=4)), again, workers=2)  # also: any number of workers
     first, second = files_of(out), files_of(again)
     assert first.keys() == second.keys() and first == second
     other = tmp_path / "other"
