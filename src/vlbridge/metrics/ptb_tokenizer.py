@@ -314,11 +314,26 @@ _COMPILED = [
     (re.compile(head if trail is None else f"(?:{head})(?=({trail}))"), action)
     for head, trail, action in _RULES
 ]
-# Plain ASCII words followed by white space are by far the most common token and no rule but WORD
-# can match them longer (assimilations excepted): lex them without trying every rule.
-_FAST_WORD = re.compile(r"[A-Za-z]+(?=[ \n]|\Z)")
-_SPACES = re.compile(SPACE + "+")
+# Fast paths for the commonest tokens, each only where no other rule can match longer (checked
+# against the Java tool like everything else): plain ASCII words followed by white space, a comma or
+# a sentence-final period (unless the word is an abbreviation), and a lone comma or period.
+_FAST_WORD = re.compile(r"[A-Za-z]+(?=[ \n]|\Z|[.,](?:[ \n]|\Z))")
 _ASSIMILATIONS = frozenset(["cannot", "gonna", "gotta", "lemme", "gimme", "wanna"])
+_ABBREVIATION = re.compile(f"(?:{ABBREV1}|{ABBREV2}|{ABBREV3}|(?i:pt[ey]|co)\\.)")
+_FAST_PUNCT = re.compile(r"[.,](?=\n|\Z| [^.])")
+_SPACES = re.compile(SPACE + "+")
+
+
+def _fast_token(text: str, pos: int) -> re.Match | None:
+    word = _FAST_WORD.match(text, pos)
+    if word is not None:
+        end = word.end()
+        if word.group().lower() in _ASSIMILATIONS:
+            return None
+        if end < len(text) and text[end] == "." and _ABBREVIATION.fullmatch(text, pos, end + 1):
+            return None
+        return word
+    return _FAST_PUNCT.match(text, pos)
 
 
 def _lex(text: str) -> list[str | None]:
@@ -326,8 +341,8 @@ def _lex(text: str) -> list[str | None]:
     tokens: list[str | None] = []
     pos, end = 0, len(text)
     while pos < end:
-        fast = _FAST_WORD.match(text, pos)
-        if fast and fast.group().lower() not in _ASSIMILATIONS:
+        fast = _fast_token(text, pos)
+        if fast is not None:
             tokens.append(fast.group())
             pos = fast.end()
             continue
