@@ -17,13 +17,34 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums every process's gradient for this process's slice (all_reduce).
+
+    Written here rather than `torch.distributed.nn.functional.all_gather` because that one's gloo backward
+    mixes up elements when the incoming gradient is not contiguous (as the einsum of ITC makes it)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+        ctx.batch = x.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        start = dist.get_rank() * ctx.batch
+        return grad[start : start + ctx.batch]
+
+
 def gather_with_grad(x: Tensor) -> Tensor:
-    """Concatenate `x` (B, ...) from all processes along dim 0; gradients flow back to each owner."""
+    """Concatenate `x` (B, ...) from all processes along dim 0 (same B everywhere); gradients flow back to each
+    owner, summed over the processes' losses."""
     if world()[1] == 1:
         return x
-    import torch.distributed.nn.functional as dist_fn
-
-    return torch.cat(dist_fn.all_gather(x), dim=0)
+    return _GatherWithGrad.apply(x)
 
 
 @torch.no_grad()
