@@ -18,15 +18,15 @@ classes. Quirks of the reference kept on purpose:
 
 Known divergence, by design: the Java tool also treats ``\\r``, ``\\x0b``, ``\\x0c``, ``\\x85``,
 U+2028 and U+2029 inside a caption as line breaks, which shifts every later caption onto the wrong
-image in ``pycocoevalcap``; here they are plain white space.
+image in ``pycocoevalcap``; here they are plain white space. Letters assigned in Unicode after
+version 6 are letters here but unknown (deleted) to the 2014 Java lexer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import re
 import unicodedata
+from collections.abc import Callable, Sequence
 
 PTB_PUNCTUATION = frozenset(
     ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"]
@@ -432,6 +432,8 @@ def ptb_tokenize_lines(captions: Sequence[str]) -> list[str]:
             lines.append([])
         else:
             lines[-1].append(_java_lower(token))
+    if len(lines) != len(captions):  # cannot happen: every line break left in the text is a separator
+        raise RuntimeError(f"tokenizer produced {len(lines)} lines for {len(captions)} captions")
     return [" ".join(line) for line in lines]
 
 
