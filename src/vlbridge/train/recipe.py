@@ -20,7 +20,7 @@ from vlbridge.errors import ConfigError
 class ModelConfig:
     language_model: str = "smollm2-135m"  # registry name or a local Hugging Face causal-LM folder
     vision_encoder: str = "dinov2-small"  # registry name or a local CLIP / SigLIP / DINOv2 folder
-    vision_layer: int = -2  # which encoder layer gives the grid features (-2 = penultimate, CLS dropped)
+    vision_layer: int | None = None  # encoder layer giving the grid; None = the preset's (ViT: -2, penultimate, CLS dropped)
     vision_adapter_dim: int | None = None  # bottleneck adapters inside the ViT (MemVP code: 12); None = off
     bridge: str = "llava"  # bridge preset (vlbridge.bridges.registry.BRIDGES)
     bridge_options: dict[str, Any] = field(default_factory=dict)  # the preset's options (see its dataclass)
@@ -57,7 +57,9 @@ class TrainConfig:
     trainable: list[str] = field(default_factory=lambda: ["bridge", "lora", "vision_adapters"])  # parameter groups
     eval_every: int = 50  # evaluate every N steps (0 = only at the end)
     eval_samples: int = 100  # validation samples used by periodic evaluation (0 = all)
-    save_every: int = 0  # checkpoint every N steps (0 = only at the end)
+    save_every: int = 0  # checkpoint every N steps (0 = only at the end); each holds the full training state
+    keep_checkpoints: int = 2  # how many of the latest step checkpoints to keep (0 = all); `final` is always kept
+    on_nonfinite: str = "stop"  # a NaN/inf loss or gradient norm: stop (error naming step and batch) | skip the update
     seed: int = 0  # seeds model init, data order and dropout
     threads: int = 0  # torch threads (0 = all cores)
     output_dir: str = "runs/llava"  # where checkpoints, metrics.jsonl and the resolved recipe go

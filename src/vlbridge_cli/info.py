@@ -1,0 +1,31 @@
+"""vlbridge info [RECIPE] [--set ...]"""
+
+from __future__ import annotations
+
+HELP = "Show a recipe's model: parameters per module group, trainable count, and analytic LM FLOPs per sample."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("recipe", nargs="?", help="a YAML recipe (default: built-in defaults)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. --set model.bridge=memvp")
+    parser.add_argument("--text-tokens", type=int, default=64, help="text tokens per sample for the FLOPs estimate")
+
+
+def run(args) -> int:
+    from vlbridge.build import build_model
+    from vlbridge.cost import describe_sample_flops
+    from vlbridge.train.parameter_groups import apply_trainable, format_counts
+    from vlbridge.train.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    built = build_model(recipe.model)
+    counts = apply_trainable(built.model, recipe.train.trainable)
+    m = recipe.model
+    print(f"bridge {m.bridge} | vision encoder {m.vision_encoder} (layer {m.vision_layer}) | LM {m.language_model}")
+    for name, module in (("vision_encoder", built.model.vision_encoder), ("bridge.connector", built.model.bridge.connector),
+                         ("bridge.injection", built.model.bridge.injection), ("language_model", built.model.language_model)):
+        print(f"  {name:<18}{sum(p.numel() for p in module.parameters()):>14,} parameters")
+    print(format_counts(counts))
+    print(describe_sample_flops(built, args.text_tokens))
+    return 0
