@@ -76,7 +76,7 @@ def test_conditional_generation_state_dict_round_trip():
 def test_image_text_retrieval_model_scores_match_hf():
     hf = randomize(Blip2ForImageTextRetrieval(blip2_config(text_input=True)))
     config = QFormerConfig.from_hf(hf.config)
-    model = build_blip2_stage1(config, build_qformer(config), dec_token_id=59, ln_vision=torch.nn.Identity())
+    model = build_blip2_stage1(build_qformer(config), 59, embed_dim=config.embed_dim, ln_vision=torch.nn.Identity())
     missing = load_hf_blip2_state_dict(hf.state_dict(), model.qformer, stage1=model)
     assert missing == []
     model.eval()

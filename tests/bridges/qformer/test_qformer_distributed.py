@@ -15,7 +15,7 @@ def setup():
     config = QFormerConfig(vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                            intermediate_size=24, encoder_hidden_size=8, num_query_tokens=3, embed_dim=8,
                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    model = build_blip2_stage1(config, build_qformer(config), dec_token_id=29)
+    model = build_blip2_stage1(build_qformer(config), 29, embed_dim=8)
     for name, p in model.named_parameters():
         if name != "temp":
             p.data.add_(0.1 * torch.randn_like(p))

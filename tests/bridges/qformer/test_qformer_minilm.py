@@ -26,7 +26,7 @@ def test_qformer_from_minilm():
     keep = batch.attention_mask.bool()
     torch.testing.assert_close(got[keep], want[keep], atol=1e-5, rtol=0)
     # one stage-1 step runs with the real sizes
-    model = build_blip2_stage1(config, qformer, dec_token_id=dec)
+    model = build_blip2_stage1(qformer, dec)
     out = model(torch.randn(2, 16, 384), batch.input_ids, batch.attention_mask)
     assert all(torch.isfinite(v) for v in out.values())
     out["loss"].backward()

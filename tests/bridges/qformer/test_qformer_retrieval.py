@@ -64,7 +64,7 @@ def tiny_model():
     torch.manual_seed(0)
     config = QFormerConfig(vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                            intermediate_size=24, encoder_hidden_size=8, num_query_tokens=3, embed_dim=8)
-    model = build_blip2_stage1(config, build_qformer(config), dec_token_id=29).eval()
+    model = build_blip2_stage1(build_qformer(config), 29, embed_dim=8).eval()
     for p in model.parameters():
         p.data.add_(0.1 * torch.randn_like(p))
     images = torch.randn(4, 5, 8)

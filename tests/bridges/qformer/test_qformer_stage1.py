@@ -22,7 +22,7 @@ def make(seed=0, dropout=0.0):
     config = QFormerConfig(vocab_size=V, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                            intermediate_size=24, encoder_hidden_size=DV, num_query_tokens=Q, embed_dim=8,
                            hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    model = build_blip2_stage1(config, build_qformer(config), dec_token_id=DEC)
+    model = build_blip2_stage1(build_qformer(config), DEC, embed_dim=config.embed_dim)
     for name, p in model.named_parameters():
         if name != "temp":  # break the symmetries of the init (zero biases, unit LayerNorms)
             p.data.add_(0.05 * torch.randn_like(p))

@@ -234,8 +234,12 @@ class QFormer(nn.Module):
         initializer_range: float = 0.02,
     ):
         super().__init__()
+        # sizes that modules built around the Q-Former (stage-1 heads, connectors) need
         self.hidden_size = hidden_size
         self.num_query_tokens = num_query_tokens
+        self.encoder_hidden_size = encoder_hidden_size
+        self.hidden_act = hidden_act
+        self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
         self.query_tokens = nn.Parameter(torch.zeros(1, num_query_tokens, hidden_size))
         self.embeddings = (

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.activations import ACT2FN
 
-from vlbridge.bridges.qformer.config import QFormerConfig
 from vlbridge.bridges.qformer.distributed import gather_padded, gather_with_grad, world
 from vlbridge.bridges.qformer.masks import itg_text_rows, itm_mask
 from vlbridge.bridges.qformer.model import QFormer
@@ -185,37 +184,36 @@ class Blip2Stage1(nn.Module):
 
     def itm_scores(self, image_features: Tensor, text_ids: Tensor, text_mask: Tensor) -> Tensor:
         """Match logit per pair (K,): the "match" logit averaged over queries (LAVIS `compute_itm`)."""
-        num_q = self.qformer.num_query_tokens
-        out = self.qformer(self.ln_vision(image_features), text_ids, itm_mask(num_q, text_mask)).last_hidden_state
-        return self.itm_head(out[:, :num_q])[..., 1].mean(dim=1)
+        return self._itm_logits(self.ln_vision(image_features), text_ids, text_mask)[:, 1]
 
 
 def build_blip2_stage1(
-    config: QFormerConfig,
     qformer: QFormer,
     dec_token_id: int,
-    pad_token_id: int | None = None,
+    *,
+    embed_dim: int = 256,
     ln_vision: nn.Module | None = None,
+    pad_token_id: int | None = None,
     temperature: float = 0.07,
     label_smoothing: float = 0.1,
 ) -> Blip2Stage1:
-    """Stage-1 model around `qformer`; `ln_vision` defaults to a new LayerNorm(d_v) as in BLIP-2
-    (pass `nn.Identity()` for encoders whose features are already normalised)."""
-    if ln_vision is None:
-        ln_vision = nn.LayerNorm(config.encoder_hidden_size)  # LAVIS ln_vision, torch default eps
+    """Stage-1 model around `qformer` (sizes taken from it). `ln_vision` defaults to a new LayerNorm(d_v) as in
+    BLIP-2; pass the stage-2 connector's to share it, or `nn.Identity()` for already normalised features."""
     if qformer.embeddings is None:
         raise ValueError("stage 1 needs a Q-Former with text input (use_qformer_text_input=True)")
-    vocab_size = qformer.embeddings.word_embeddings.num_embeddings  # includes [DEC]
+    if ln_vision is None:
+        ln_vision = nn.LayerNorm(qformer.encoder_hidden_size)  # LAVIS ln_vision, torch default eps
+    words = qformer.embeddings.word_embeddings
     lm_head = QFormerLMHead(
-        config.hidden_size, vocab_size, config.hidden_act, config.layer_norm_eps, config.initializer_range
+        qformer.hidden_size, words.num_embeddings, qformer.hidden_act, qformer.layer_norm_eps, qformer.initializer_range
     )
     return Blip2Stage1(
         qformer,
         ln_vision,
         lm_head,
-        embed_dim=config.embed_dim,
+        embed_dim=embed_dim,
         dec_token_id=dec_token_id,
-        pad_token_id=config.pad_token_id if pad_token_id is None else pad_token_id,
+        pad_token_id=words.padding_idx if pad_token_id is None else pad_token_id,
         temperature=temperature,
         label_smoothing=label_smoothing,
     )
