@@ -7,7 +7,7 @@ from pathlib import Path
 
 from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
 from vlbridge.datasets.json_io import load_json, require
-from vlbridge.errors import DataError
+from vlbridge.errors import ConfigError, DataError
 from vlbridge.metrics.vqa import NUM_HUMAN_ANSWERS, VQAQuestion
 
 SHORT_ANSWER_INSTRUCTION = "Answer the question using a single word or phrase."
@@ -76,12 +76,24 @@ def _check_same_ids(questions: dict, annotations: dict, questions_file: object, 
 
 
 def read_vqav2(questions_file: str | Path, annotations_file: str | Path | None = None,
-               image_dir: str | Path | None = None, image_prefix: str = "COCO_val2014_") -> list[Sample]:
+               image_dir: str | Path | None = None, image_prefix: str = "COCO_val2014_",
+               image_pattern: str | None = None) -> list[Sample]:
     """Samples of VQAv2 (the test split has no annotations: prompt-only samples then).
 
     ``image`` is ``image_dir/{image_prefix}{image_id:012d}.jpg`` (the COCO file naming) when
-    ``image_dir`` is given. The assistant turn is the annotators' ``multiple_choice_answer``.
+    ``image_dir`` is given, or ``image_dir/image_pattern.format(image_id=...)`` with ``image_pattern``
+    (e.g. ``shapes_{image_id:06d}.png``, which the Shapes export records in its manifest). The
+    assistant turn is the annotators' ``multiple_choice_answer``.
     """
+    if image_pattern is None:
+        image_pattern = image_prefix.replace("{", "{{").replace("}", "}}") + "{image_id:012d}.jpg"
+    try:
+        distinct = image_pattern.format(image_id=0) != image_pattern.format(image_id=1)
+    except (KeyError, IndexError, ValueError) as error:
+        distinct = False
+    if not distinct:  # a pattern without {image_id} would give every question the same image
+        raise ConfigError(f"image file pattern {image_pattern!r} must contain {{image_id}} (and no other field), "
+                          f"e.g. 'COCO_val2014_{{image_id:012d}}.jpg'")
     questions = load_vqav2_questions(questions_file)
     annotations = load_vqav2_annotations(annotations_file) if annotations_file is not None else None
     if annotations is not None:
@@ -95,6 +107,6 @@ def read_vqav2(questions_file: str | Path, annotations_file: str | Path | None =
             ann = annotations[qid]
             turns.append(Turn("assistant", ann["multiple_choice_answer"] or ann["answers"][0]))
             meta.update(answers=ann["answers"], question_type=ann["question_type"], answer_type=ann["answer_type"])
-        image = root / f"{image_prefix}{q['image_id']:012d}.jpg" if root else None
+        image = root / image_pattern.format(image_id=q["image_id"]) if root else None
         samples.append(Sample(id=str(qid), turns=tuple(turns), image=image, source=str(questions_file), meta=meta))
     return samples
