@@ -1,0 +1,400 @@
+"""What a bridge costs: text-only LM vs. LLaVA-style input space vs. MemVP memory space, on one LM.
+
+For n visual tokens and L text tokens (batch B, the last ``--answer`` text tokens supervised) it measures,
+side by side in one run:
+- trainable parameters (the bridge; the LM is frozen);
+- forward FLOPs per sample, analytic (``vlbridge.flops``) and measured (torch's flop counter, batch 1),
+  plus measured forward+backward FLOPs of a training step;
+- train-step time: forward + backward with only the bridge trainable. Text-only has no bridge: its step
+  back-propagates to the input embeddings, the least any bridge below the first layer costs;
+- latency of a one-token answer (prefill + one LM-head row), generation of ``--new-tokens`` tokens with
+  the KV cache (tokens/s overall and for the decoding steps alone);
+- peak memory: in a subprocess whose glibc mmap threshold is fixed (freed tensors go back to the OS, so
+  resident memory follows live tensors), the peak resident set size above the resident size just before
+  the step (Linux ``/proc/self/clear_refs`` resets the peak), for a training step and for generation.
+Visual features are random (B, n, d_v): cost does not depend on their content; the frozen vision encoder
+is left out (its features are cached in training). Times are the minimum over ``--repeats`` runs after a
+warm-up, interleaved across bridges so machine load hits them alike; median is recorded too.
+
+    python benchmarks/bridge_costs.py --out bridge_costs.json            # full grid, SmolLM2-135M
+    python benchmarks/bridge_costs.py --quick --lm random                # n=256, L=64, random-init SmolLM2 shape
+    python benchmarks/bridge_costs.py --plot-only --results bridge_costs.json --accuracy acc.json --plot acc.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from vlbridge.batch import Batch, ImageInputs
+from vlbridge.bridges.registry import build_bridge
+from vlbridge.flops import (LMShape, count_flops, input_space_flops, memory_space_flops, projector_flops,
+                            text_only_flops)
+from vlbridge.models.language_model import LanguageModel, count_parameters
+from vlbridge.text.tokenize import IGNORE, IMAGE_TOKEN_ID
+from vlbridge.vlm import VisionLanguageModel
+
+BRIDGES = ("text", "llava", "memvp")
+# SmolLM2-135M's architecture, for --lm random (a random-init model of the same shape costs the same)
+SMOLLM2_CONFIG = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                      rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True)
+
+
+# --- the models ---------------------------------------------------------------------------------
+def load_lm(source: str) -> LanguageModel:
+    if source == "random":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(**SMOLLM2_CONFIG))
+    else:
+        from vlbridge.weights import load_language_model
+
+        try:
+            model, _ = load_language_model(source)
+        except Exception as error:  # the packaged weights may be missing: say how to go on
+            sys.exit(f"cannot load the language model {source!r} ({error}).\n"
+                     "Pass --lm PATH (a local Hugging Face causal-LM folder) or --lm random "
+                     "(a random-init model with SmolLM2-135M's shape; costs are the same).")
+    model.generation_config.eos_token_id = None  # always generate exactly --new-tokens tokens
+    return LanguageModel(model.eval())
+
+
+def build(kind: str, lm: LanguageModel, vision_dim: int, slots: int) -> VisionLanguageModel:
+    """text: the LM alone (a LLaVA model fed text-only batches never runs its bridge)."""
+    name, options = ("memvp", {"num_slots": slots}) if kind == "memvp" else ("llava", {})
+    return VisionLanguageModel(lm, build_bridge(name, vision_dim, lm, options))
+
+
+def release(model: VisionLanguageModel) -> None:
+    detach = getattr(model.bridge.injection, "detach", None)
+    if detach is not None:
+        detach()  # take MemVP's hooks off the shared LM
+
+
+def make_batch(kind: str, batch: int, text: int, num_visual: int, vision_dim: int, answer: int, vocab: int,
+               prompt_only: bool = False) -> Batch:
+    """``batch`` rows of ``text`` text tokens (random ids), the last ``answer`` supervised; image rows
+    carry a placeholder after the first token and random grid features."""
+    g = torch.Generator().manual_seed(text * 1000 + num_visual)
+    ids = torch.randint(10, vocab, (batch, text), generator=g)
+    image = kind != "text"
+    if image:
+        ids = torch.cat([ids[:, :1], torch.full((batch, 1), IMAGE_TOKEN_ID), ids[:, 1:]], 1)
+    mask = torch.ones_like(ids)
+    labels = None
+    if not prompt_only:
+        labels = torch.full_like(ids, IGNORE)
+        labels[:, -answer:] = ids[:, -answer:]
+    grid = torch.randn(batch, num_visual, vision_dim, generator=g) if image else None
+    return Batch(ids, mask, labels, torch.full((batch,), image), ImageInputs(grid=grid),
+                 padding_side="left" if prompt_only else "right")
+
+
+def train_step(model: VisionLanguageModel, batch: Batch, kind: str) -> None:
+    if kind == "text":  # nothing trains: back-propagate to the input embeddings instead
+        lm = model.language_model
+        embeds = lm.embed(batch.input_ids).detach().requires_grad_(True)
+        out = lm(embeds, batch.attention_mask, batch.labels)
+    else:
+        out = model(batch)
+    (out.loss_sum / out.num_tokens).backward()
+    model.zero_grad(set_to_none=True)
+
+
+def analytic_flops(kind: str, shape: LMShape, text: int, num_visual: int, answer: int, vision_dim: int,
+                   slots: int) -> int:
+    if kind == "text":
+        return text_only_flops(shape, text, answer)
+    if kind == "llava":
+        return (input_space_flops(shape, text, num_visual, answer)
+                + projector_flops(vision_dim, shape.width, num_visual, hidden=shape.width))
+    return memory_space_flops(shape, text, slots, answer) + projector_flops(vision_dim, shape.width, num_visual, 128)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# --- memory (subprocess) ------------------------------------------------------------------------
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{field}:\s+(\d+)", f.read()).group(1))
+
+
+def peak_above_current_mb(fn) -> float:
+    """Peak resident memory while ``fn()`` runs, above the resident memory just before (MB)."""
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current resident size
+    before = _status_kb("VmRSS")
+    fn()
+    return (_status_kb("VmHWM") - before) / 1024
+
+
+def memory_probe(args) -> None:
+    """Runs in the subprocess: one JSON line per configuration."""
+    torch.set_num_threads(args.threads)
+    lm = load_lm(args.lm)
+    vocab = lm.config.vocab_size
+    print(json.dumps({"model_rss_mb": _status_kb("VmRSS") / 1024}), flush=True)
+    for kind, n, L in configurations(args):
+        model = build(kind, lm, args.vision_dim, args.slots)
+        train = make_batch(kind, args.batch, L, n, args.vision_dim, args.answer, vocab)
+        prompt = make_batch(kind, args.batch, L, n, args.vision_dim, args.answer, vocab, prompt_only=True)
+        model.train()
+        train_mb = peak_above_current_mb(lambda: train_step(model, train, kind))
+        model.eval()
+        generate_mb = peak_above_current_mb(lambda: model.generate(prompt, max_new_tokens=args.new_tokens, pad_token_id=0))
+        release(model)
+        print(json.dumps({"bridge": kind, "n": n, "L": L, "train_mb": train_mb, "generate_mb": generate_mb}), flush=True)
+
+
+def measure_memory(args) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    command = [sys.executable, __file__, "--memory-probe", *sys.argv[1:]]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe failed:\n{done.stderr[-3000:]}")
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return {"model_rss_mb": rows[0]["model_rss_mb"],
+            **{(r["bridge"], r["n"], r["L"]): r for r in rows[1:]}}
+
+
+# --- the benchmark ------------------------------------------------------------------------------
+def configurations(args):
+    """(bridge, n, L), text-only once per L (it has no visual tokens)."""
+    for L in args.text:
+        yield "text", 0, L
+        for n in args.visual:
+            yield "llava", n, L
+            yield "memvp", n, L
+
+
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    lm = load_lm(args.lm)
+    shape = LMShape.of(lm)
+    vocab = shape.vocab
+    results = []
+    for L in args.text:
+        for n in args.visual:
+            group = ["llava", "memvp"] if n != args.visual[0] else ["text", "llava", "memvp"]
+            models = {k: build(k, lm, args.vision_dim, args.slots) for k in group}
+            train = {k: make_batch(k, args.batch, L, n, args.vision_dim, args.answer, vocab) for k in group}
+            one = {k: make_batch(k, 1, L, n, args.vision_dim, args.answer, vocab) for k in group}
+            prompt = {k: make_batch(k, args.batch, L, n, args.vision_dim, args.answer, vocab, prompt_only=True)
+                      for k in group}
+            rows = {}
+            for k in group:
+                m = models[k]
+                m.train()
+                rows[k] = {
+                    "bridge": k, "n": 0 if k == "text" else n, "L": L,
+                    "slots": args.slots if k == "memvp" else 0,
+                    "trainable_parameters": 0 if k == "text" else count_parameters(m.bridge, trainable_only=True),
+                    "flops_analytic": analytic_flops(k, shape, L, n, args.answer, args.vision_dim, args.slots),
+                    "flops_measured": count_flops(lambda: m(one[k])),  # text rows: the LM alone
+                    "train_flops_measured": count_flops(lambda: train_step(m, one[k], k)),
+                }
+                train_step(m, train[k], k)  # warm-up
+            steps = {k: [] for k in group}
+            latency = {k: [] for k in group}
+            generation = {k: [] for k in group}
+            for _ in range(args.repeats):  # interleaved so that load on the machine hits all alike
+                for k in group:
+                    models[k].train()
+                    steps[k].append(timed(lambda: train_step(models[k], train[k], k)))
+                    models[k].eval()
+                    with torch.no_grad():
+                        latency[k].append(timed(lambda: models[k].generate(prompt[k], max_new_tokens=1, pad_token_id=0)))
+                        generation[k].append(timed(lambda: models[k].generate(prompt[k], max_new_tokens=args.new_tokens,
+                                                                             pad_token_id=0)))
+            for k in group:
+                step, lat, gen = min(steps[k]), min(latency[k]), min(generation[k])
+                rows[k].update({
+                    "train_step_s": step, "train_step_s_median": statistics.median(steps[k]),
+                    "latency_s": lat, "latency_s_median": statistics.median(latency[k]),
+                    "generate_s": gen, "generate_s_median": statistics.median(generation[k]),
+                    "tokens_per_s": args.batch * args.new_tokens / gen,
+                    "decode_tokens_per_s": args.batch * (args.new_tokens - 1) / max(gen - lat, 1e-9),
+                })
+                results.append(rows[k])
+                release(models[k])
+            print(f"  measured L={L} n={n} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+    if not args.no_memory:
+        print("  measuring peak memory in a subprocess...", file=sys.stderr, flush=True)
+        memory = measure_memory(args)
+        for row in results:
+            probe = memory[(row["bridge"], row["n"], row["L"])]
+            row["peak_train_mb"], row["peak_generate_mb"] = probe["train_mb"], probe["generate_mb"]
+    settings = {k: v for k, v in vars(args).items() if k not in ("memory_probe", "plot_only", "results")}
+    return {
+        "settings": settings,
+        "lm_shape": asdict(shape),
+        "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
+                    "python": platform.python_version()},
+        "results": results,
+        "model_rss_mb": memory["model_rss_mb"] if not args.no_memory else None,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+# --- report -------------------------------------------------------------------------------------
+def find(results, bridge, n, L):
+    n = 0 if bridge == "text" else n
+    return next(r for r in results if (r["bridge"], r["n"], r["L"]) == (bridge, n, L))
+
+
+def summarise(report: dict) -> dict:
+    results, s = report["results"], report["settings"]
+    lines, ratios = [], []
+    for L in s["text"]:
+        for n in s["visual"]:
+            t, lv, mv = (find(results, b, n, L) for b in BRIDGES)
+            ratio = {
+                "n": n, "L": L,
+                "flops_llava_over_text": lv["flops_analytic"] / t["flops_analytic"],
+                "flops_memvp_over_text": mv["flops_analytic"] / t["flops_analytic"],
+                "flops_llava_over_memvp": lv["flops_analytic"] / mv["flops_analytic"],
+                "step_llava_over_text": lv["train_step_s"] / t["train_step_s"],
+                "step_memvp_over_text": mv["train_step_s"] / t["train_step_s"],
+                "step_llava_over_memvp": lv["train_step_s"] / mv["train_step_s"],
+                "latency_llava_over_memvp": lv["latency_s"] / mv["latency_s"],
+                "tokens_per_s_memvp_over_llava": mv["tokens_per_s"] / lv["tokens_per_s"],
+            }
+            ratios.append(ratio)
+    worst = max(abs(r["flops_measured"] / r["flops_analytic"] - 1) for r in results)
+    key = next((r for r in ratios if (r["n"], r["L"]) == (256, 64)), None)
+    targets = {"measured_flops_within_3pct": {"worst_relative_difference": worst, "met": worst <= 0.03}}
+    if key:
+        targets["memvp_step_at_most_1.15x_text (n=256, L=64)"] = {
+            "value": key["step_memvp_over_text"], "met": key["step_memvp_over_text"] <= 1.15}
+        share = key["step_llava_over_memvp"] / key["flops_llava_over_memvp"]
+        targets["llava_over_memvp_step_at_least_80pct_of_flops_ratio (n=256, L=64)"] = {
+            "step_ratio": key["step_llava_over_memvp"], "flops_ratio": key["flops_llava_over_memvp"],
+            "share": share, "met": share >= 0.8}
+    return {"ratios": ratios, "targets": targets}
+
+
+def print_report(report: dict) -> None:
+    s = report["settings"]
+    print(f"LM {s['lm']} ({report['lm_shape']['layers']} layers, d={report['lm_shape']['width']}), "
+          f"batch {s['batch']}, {s['answer']} supervised tokens, {s['new_tokens']} new tokens, "
+          f"{report['machine']['threads']} threads, MemVP slots {s['slots']}")
+    header = (f"{'bridge':7}{'n':>5}{'L':>5}{'params':>10}{'GFLOP/s.':>10}{'measured':>10}{'step s':>9}"
+              f"{'1-tok s':>9}{'gen s':>8}{'tok/s':>8}{'dec tok/s':>10}{'train MB':>10}{'gen MB':>8}")
+    print(header)
+    for r in report["results"]:
+        mem = (f"{r['peak_train_mb']:>10.0f}{r['peak_generate_mb']:>8.0f}" if "peak_train_mb" in r else "")
+        print(f"{r['bridge']:7}{r['n']:>5}{r['L']:>5}{r['trainable_parameters']:>10,}{r['flops_analytic'] / 1e9:>10.2f}"
+              f"{r['flops_measured'] / r['flops_analytic']:>10.4f}{r['train_step_s']:>9.2f}{r['latency_s']:>9.2f}"
+              f"{r['generate_s']:>8.2f}{r['tokens_per_s']:>8.1f}{r['decode_tokens_per_s']:>10.1f}{mem}")
+    print("\nratios (analytic forward FLOPs; times are min over repeats)")
+    for r in report["summary"]["ratios"]:
+        print(f"n={r['n']:>3} L={r['L']:>3}: FLOPs llava/text {r['flops_llava_over_text']:.2f}x, "
+              f"memvp/text {r['flops_memvp_over_text']:.3f}x | step llava/text {r['step_llava_over_text']:.2f}x, "
+              f"memvp/text {r['step_memvp_over_text']:.2f}x, llava/memvp {r['step_llava_over_memvp']:.2f}x "
+              f"(FLOPs {r['flops_llava_over_memvp']:.2f}x) | 1-token latency llava/memvp "
+              f"{r['latency_llava_over_memvp']:.2f}x | tok/s memvp/llava {r['tokens_per_s_memvp_over_llava']:.2f}x")
+    print("\ntargets")
+    for name, value in report["summary"]["targets"].items():
+        print(f"  {name}: {'MET' if value['met'] else 'NOT MET'} "
+              f"{ {k: round(v, 4) for k, v in value.items() if k != 'met'} }")
+
+
+def plot_accuracy_vs_flops(points: list[dict], path: str | Path) -> Path:
+    """Scatter of accuracy against forward FLOPs per sample; ``points``: dicts with name, flops, accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.6))
+    for p in points:
+        axis.scatter(p["flops"] / 1e9, p["accuracy"], s=40)
+        axis.annotate(p["name"], (p["flops"] / 1e9, p["accuracy"]), textcoords="offset points", xytext=(5, 4))
+    axis.set_xlabel("forward GFLOPs per sample (LM + bridge)")
+    axis.set_ylabel("accuracy")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def accuracy_points(report: dict, accuracy_file: str, n: int, L: int) -> list[dict]:
+    """``accuracy_file``: JSON ``{"llava": 0.71, "memvp": 0.74, "text": 0.40}`` (bridge -> accuracy)."""
+    accuracy = json.loads(Path(accuracy_file).read_text())
+    unknown = sorted(set(accuracy) - set(BRIDGES))
+    if unknown:
+        sys.exit(f"{accuracy_file}: unknown bridge(s) {unknown}; valid: {list(BRIDGES)}")
+    return [{"name": b, "flops": find(report["results"], b, n, L)["flops_analytic"], "accuracy": a}
+            for b, a in accuracy.items()]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lm", default="smollm2-135m",
+                        help="registry name, a local Hugging Face causal-LM folder, or 'random' (SmolLM2-135M's "
+                             "shape, random weights)")
+    parser.add_argument("--batch", type=int, default=8, help="samples per batch")
+    parser.add_argument("--visual", type=int, nargs="+", default=[49, 256], help="visual token counts n")
+    parser.add_argument("--text", type=int, nargs="+", default=[32, 64, 128], help="text lengths L")
+    parser.add_argument("--answer", type=int, default=4, help="supervised (answer) tokens at the end of the text")
+    parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated for the tokens/s measure")
+    parser.add_argument("--slots", type=int, default=320, help="MemVP memory slots M (preset default 320)")
+    parser.add_argument("--vision-dim", type=int, default=384, help="vision feature width d_v (DINOv2-S: 384)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per measure (minimum reported)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--quick", action="store_true", help="only n=256 and L=64, one timed run")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
+    parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--accuracy", help="JSON {bridge: accuracy} to plot against the FLOPs of --plot-at")
+    parser.add_argument("--plot", default="accuracy_vs_flops.png", help="PNG for --accuracy")
+    parser.add_argument("--plot-at", type=int, nargs=2, default=[256, 64], metavar=("N", "L"),
+                        help="the (n, L) configuration whose FLOPs the accuracy plot uses")
+    parser.add_argument("--plot-only", action="store_true", help="plot from --results instead of measuring")
+    parser.add_argument("--results", help="results JSON of an earlier run (with --plot-only)")
+    parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.visual, args.text, args.repeats = [256], [64], 1
+    if args.memory_probe:
+        memory_probe(args)
+        return 0
+    if args.plot_only:
+        if not (args.results and args.accuracy):
+            parser.error("--plot-only needs --results and --accuracy")
+        report = json.loads(Path(args.results).read_text())
+    else:
+        report = run(args)
+        report["summary"] = summarise(report)
+        print_report(report)
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=1))
+            print(f"\nresults: {args.out}")
+    if args.accuracy:
+        print(f"plot: {plot_accuracy_vs_flops(accuracy_points(report, args.accuracy, *args.plot_at), args.plot)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
