@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
+from torch import Tensor, nn
 
 from vlbridge.bridges.bridge import Bridge
 from vlbridge.bridges.connectors.mlp import MLPProjector
@@ -38,6 +38,17 @@ class MemVPOptions:
     values_only: bool = False  # lam f(z) enters the values only (ablation)
 
 
+class NoVisualPrompts(nn.Module):
+    """The "w/o visual prompts" ablation's connector: f(z) = 0, with no parameters to count or train."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.width = width
+
+    def forward(self, features: Tensor) -> Tensor:  # (B, n, d_v) -> (B, n, d) zeros
+        return features.new_zeros(*features.shape[:-1], self.width)
+
+
 def build_memvp(vision_dim: int, language_model, options: MemVPOptions) -> Bridge:
     d = language_model.hidden_size
     gated = language_model.layout.gated
@@ -53,7 +64,7 @@ def build_memvp(vision_dim: int, language_model, options: MemVPOptions) -> Bridg
     # concat: the projector fills the content features only; zero-padding gives visual vectors of width d
     connector = projector if content_dim == d else nn.Sequential(projector, nn.ConstantPad1d((0, d - content_dim), 0.0))
     if not options.visual_prompts:
-        connector.requires_grad_(False)  # f(z) is zeroed, so the projector would never get a gradient
+        connector = NoVisualPrompts(d)  # only p_k and p_v remain to learn
     injection = MemorySpaceInjection(
         d,
         num_slots=options.num_slots,

@@ -8,6 +8,7 @@ from tiny_memvp import GRID, HAS_IMAGE, PROMPTS, VISION_DIM, make_batch, memvp_m
 
 from vlbridge.bridges.registry import build_bridge
 from vlbridge.errors import ConfigError
+from vlbridge.train.parameter_groups import apply_trainable
 
 
 def memory_of(model, batch):
@@ -21,7 +22,9 @@ def test_without_visual_prompts_only_position_embeddings_remain(llama):
     _, keys, values = memory_of(model, make_batch(PROMPTS, HAS_IMAGE))
     injection = model.bridge.injection
     assert torch.equal(keys, injection.p_k.expand(3, -1, -1)) and torch.equal(values, injection.p_v.expand(3, -1, -1))
-    # the projector cannot learn anything, so it does not count as trainable
+    # no projector is left to count or to train, even when a stage makes the whole bridge trainable
+    assert set(model.trainable_parameters()) == {"bridge.injection.p_k", "bridge.injection.p_v"}
+    apply_trainable(model, ["bridge"])
     assert set(model.trainable_parameters()) == {"bridge.injection.p_k", "bridge.injection.p_v"}
 
 
