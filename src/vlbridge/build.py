@@ -47,4 +47,4 @@ def build_model(config: ModelConfig) -> Built:
                                    adapter_dim=config.vision_adapter_dim)
     bridge = build_bridge(config.bridge, encoder.feature_dim, language_model, config.bridge_options)
     model = VisionLanguageModel(language_model, bridge, encoder)
-    return Built(model, tokenizer, chat_format_for(tokenizer, config.chat_format))
+    return Built(model, tokenizer, chat_format_for(tokenizer, config.chat_format, config.system_prompt))

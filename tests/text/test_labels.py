@@ -55,7 +55,7 @@ def test_prompt_encoding_ends_with_generation_prompt(smol_tokenizer):
     fmt = chat_format_for(smol_tokenizer)
     full = encode_sample(CONVERSATION, smol_tokenizer, fmt)
     prompt = encode_sample(CONVERSATION, smol_tokenizer, fmt, with_answer=False)
-    assert smol_tokenizer.decode(prompt.input_ids[-3:]).endswith("<|im_start|>assistant\n")
+    assert smol_tokenizer.decode([t for t in prompt.input_ids if t >= 0]).endswith("<|im_start|>assistant\n")
     assert full.input_ids[: full.prompt_length] == prompt.input_ids
     assert smol_tokenizer.decode(full.input_ids[full.prompt_length:]).startswith("top left")
 
@@ -93,3 +93,11 @@ def test_empty_answer_is_rejected(smol_tokenizer):
     bad = Sample("e1", (Turn("user", "hi"), Turn("assistant", "")), source="x.json")
     with pytest.raises(DataError, match="empty answer"):
         encode_sample(bad, smol_tokenizer, chat_format_for(smol_tokenizer))
+
+
+def test_system_prompt_replaces_the_template_default(smol_tokenizer):
+    fmt = chat_format_for(smol_tokenizer, system_prompt="Answer briefly.")
+    turns = [(t.role, t.text) for t in CONVERSATION.turns]
+    messages = [{"role": "system", "content": "Answer briefly."}] + [{"role": r, "content": t} for r, t in turns]
+    assert fmt.render(turns) == smol_tokenizer.apply_chat_template(messages, tokenize=False)
+    assert "SmolLM" not in fmt.prefix

@@ -29,6 +29,7 @@ class ModelConfig:
     lora_dropout: float = 0.05  # dropout on the LoRA branch input
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])  # module names
     chat_format: str = "auto"  # auto (the tokenizer's chat template, else plain) | template | plain
+    system_prompt: str | None = None  # replaces the chat template's default system message; None = keep it
 
 
 @dataclass
