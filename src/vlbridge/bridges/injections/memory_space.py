@@ -17,6 +17,8 @@ memory term.
 The branch is added by a forward hook on each chosen ``lm.ffn(i)``, so the LM's parameter names do not
 change. The per-batch memory is set by :meth:`MemorySpaceInjection.inject` and cleared when it exits; the
 branch is per token, so a KV cache needs nothing extra and the memory is fixed during generation.
+Activation checkpointing that recomputes layers during the backward pass would need that backward pass
+inside the context too (outside it the hooks are no-ops); vlbridge's trainer does not checkpoint.
 """
 
 from __future__ import annotations
