@@ -108,6 +108,8 @@ def test_structure_cross_attention_every_other_layer():
 def test_errors():
     with pytest.raises(ConfigError, match="multiple"):
         tiny_config(num_attention_heads=5)
+    with pytest.raises(ConfigError, match="valid"):
+        build_qformer(tiny_config(hidden_act="gelu_fast_and_wrong"))
     query_only = build_qformer(tiny_config(use_qformer_text_input=False))
     with pytest.raises(ValueError, match="no text"):
         query_only(input_ids=torch.ones(1, 3, dtype=torch.long))

@@ -24,7 +24,7 @@ class QFormerConfig:
     intermediate_size: int = 3072
     """Hidden width of the query FFN and of the text FFN."""
     hidden_act: str = "gelu"
-    """FFN and LM-head-transform activation, a name in `transformers.activations.ACT2FN`."""
+    """FFN and LM-head-transform activation: gelu (exact, BERT), gelu_new, gelu_pytorch_tanh, relu, silu, tanh."""
     hidden_dropout_prob: float = 0.1
     """Dropout after embeddings, attention outputs and FFN outputs."""
     attention_probs_dropout_prob: float = 0.1

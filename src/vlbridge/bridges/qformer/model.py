@@ -12,15 +12,32 @@ Attention runs through `torch.nn.functional.scaled_dot_product_attention`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers.activations import ACT2FN
-
 from vlbridge.bridges.qformer.config import QFormerConfig
+from vlbridge.errors import ConfigError
 
 KeyValue = tuple[Tensor, Tensor]  # (B, heads, T, head_dim) each
+
+# `hidden_act` names as in Hugging Face's ACT2FN (BERT checkpoints use "gelu", the exact erf form)
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_new": partial(F.gelu, approximate="tanh"),
+    "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+def activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown hidden_act {name!r}; valid: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
 
 
 class QFormerMultiHeadAttention(nn.Module):
@@ -96,7 +113,7 @@ class QFormerIntermediate(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int, act: str):
         super().__init__()
         self.dense = nn.Linear(hidden_size, intermediate_size)
-        self.intermediate_act_fn = ACT2FN[act]
+        self.intermediate_act_fn = activation(act)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.intermediate_act_fn(self.dense(x))

@@ -12,11 +12,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers.activations import ACT2FN
 
 from vlbridge.bridges.qformer.distributed import gather_padded, gather_with_grad, world
 from vlbridge.bridges.qformer.masks import itg_text_rows, itm_mask
-from vlbridge.bridges.qformer.model import QFormer
+from vlbridge.bridges.qformer.model import QFormer, activation
 
 
 class QFormerLMHeadTransform(nn.Module):
@@ -25,7 +24,7 @@ class QFormerLMHeadTransform(nn.Module):
     def __init__(self, hidden_size: int, act: str, eps: float):
         super().__init__()
         self.dense = nn.Linear(hidden_size, hidden_size)
-        self.transform_act_fn = ACT2FN[act]
+        self.transform_act_fn = activation(act)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
 
     def forward(self, x: Tensor) -> Tensor:
