@@ -1,31 +1,46 @@
-"""vlbridge train RECIPE [--set key=value ...]"""
+"""vlbridge train RECIPE [--set key=value ...] | vlbridge train --resume RUN_DIR
+
+Runs the same under ``python``, ``accelerate launch`` and ``torchrun`` (see the README, "Long runs").
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+from vlbridge.errors import ConfigError
 from vlbridge.train.recipe import load_recipe
 
-HELP = "Train a bridge with a YAML recipe (recipes/*.yaml); --set overrides any key."
+HELP = "Train a bridge with a YAML recipe (recipes/*.yaml); --set overrides any key; --resume continues a run."
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("recipe", help="path to a YAML recipe, e.g. recipes/llava_shapes.yaml")
+    parser.add_argument("recipe", nargs="?", default=None,
+                        help="path to a YAML recipe, e.g. recipes/llava_shapes.yaml (optional with --resume: "
+                             "the run's own recipe.yaml is used)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key, e.g. --set train.lr=1e-4 (repeatable; values are YAML)")
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue the run in RUN_DIR from its latest step checkpoint (train.save_every), "
+                             "exactly as if it had not stopped")
     parser.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
 
 
 def run(args) -> int:
     import yaml
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    if args.recipe is None and args.resume is None:
+        raise ConfigError("give a recipe, or --resume RUN_DIR")
+    source = args.recipe if args.recipe is not None else Path(args.resume) / "recipe.yaml"
+    recipe = load_recipe(source, args.overrides)
     if args.print_recipe:
         print(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         return 0
     from vlbridge.train.trainer import train
 
-    result = train(recipe)
-    print(json.dumps({"output_dir": result["output_dir"], "val": result["val"],
-                      "wall_seconds": round(result["wall_seconds"], 1)}, indent=1))
+    result = train(recipe, resume=args.resume)
+    if result["process_index"] == 0:  # one summary, not one per process
+        print(json.dumps({"output_dir": result["output_dir"], "val": result["val"],
+                          "wall_seconds": round(result["wall_seconds"], 1),
+                          "skipped_records": len(result["skipped_records"])}, indent=1))
     return 0

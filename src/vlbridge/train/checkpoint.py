@@ -1,47 +1,120 @@
-"""Checkpoints hold only what was trained (safetensors) and the resolved recipe (YAML).
+"""Checkpoints: what was trained (safetensors), the resolved recipe (YAML) and what it was trained on (JSON).
 
-The frozen encoder and LM are rebuilt from the recipe (their packages or folders), so a checkpoint of a
-MemVP or LLaVA bridge is a few MB. Nothing is unpickled when loading. Writes are atomic: a checkpoint
-folder is written under a temporary name and renamed, so an interrupted save never leaves a torn one.
+The frozen encoder and LM are not saved: they are rebuilt from the recipe (their packages or folders),
+so a MemVP or LLaVA checkpoint is a few MB. ``meta.json`` records the bridge (preset and options), the
+LM and encoder identity (architecture, layer, preprocessing and a fingerprint of their weights) and the
+library versions; loading into a model that differs in any of them fails with a message saying what
+differs. Nothing is unpickled: tensors are safetensors, everything else JSON or YAML.
+
+Writes are atomic: a checkpoint is written into a temporary folder, flushed to disk and renamed, so an
+interrupted save (even ``SIGKILL``) never leaves a torn checkpoint behind.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import platform
 import shutil
 import tempfile
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-import vlbridge
 from vlbridge.errors import ConfigError
+from vlbridge.train.parameter_groups import group_of
 from vlbridge.train.recipe import Recipe, load_recipe, save_recipe
+
+logger = logging.getLogger(__name__)
 
 WEIGHTS = "trained.safetensors"
 RECIPE = "recipe.yaml"
 META = "meta.json"
+LIBRARIES = ("vlbridge", "torch", "transformers", "safetensors", "accelerate", "peft")
+FINGERPRINT_VALUES = 4096  # evenly spaced values per tensor that enter a weights fingerprint
 
 
-def save_checkpoint(model, recipe: Recipe, folder: Path, extra: dict | None = None) -> Path:
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    state = {k: v.contiguous() for k, v in model.trainable_state_dict().items()}
-    save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-    save_recipe(recipe, tmp / RECIPE)
+def library_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def fingerprint(named_tensors) -> str:
+    """SHA-256 of each tensor's name, shape, dtype and ``FINGERPRINT_VALUES`` evenly spaced values.
+
+    Reading every value of a multi-GB LM at each save would take seconds to minutes; a sample of every
+    tensor tells different pretrained weights apart just as surely (they differ everywhere)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(named_tensors, key=lambda item: item[0]):
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // FINGERPRINT_VALUES)][:FINGERPRINT_VALUES]
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+        digest.update(sample.to("cpu", torch.float64).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def model_identity(model, trained: set[str]) -> dict:
+    """What a checkpoint's trained tensors were trained on: the LM and the vision encoder, described
+    and fingerprinted over their pretrained parameters that are not among ``trained``."""
+    pretrained = [(n, p) for n, p in model.named_parameters() if n not in trained]
+    config = model.language_model.config
+    identity = {
+        "language_model": {
+            "architecture": config.model_type,
+            "width": config.hidden_size,
+            "layers": config.num_hidden_layers,
+            "vocab": config.vocab_size,
+            "fingerprint": fingerprint((n, p) for n, p in pretrained if group_of(n) == "lm"),
+        },
+        "vision_encoder": None,
+    }
+    encoder = model.vision_encoder
+    if encoder is not None:
+        identity["vision_encoder"] = {
+            "weights": encoder.backbone.weights_id,
+            "layer": encoder.layer,
+            "preprocessing": encoder.backbone.preprocessing.describe(),
+            "fingerprint": fingerprint((n, p) for n, p in pretrained if group_of(n) == "vision"),
+        }
+    return identity
+
+
+def write_checkpoint(folder: Path, recipe: Recipe, weights: dict[str, torch.Tensor], identity: dict,
+                     extra: dict | None = None) -> None:
+    """Write the bridge-only checkpoint files into an existing (temporary) folder."""
+    state = {k: v.detach().contiguous() for k, v in weights.items()}
+    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
+    save_recipe(recipe, folder / RECIPE)
     meta = {
-        "vlbridge": vlbridge.__version__,
-        "torch": torch.__version__,
-        "bridge": recipe.model.bridge,
-        "language_model": recipe.model.language_model,
-        "vision_encoder": recipe.model.vision_encoder,
+        "versions": library_versions(),
+        "bridge": {"name": recipe.model.bridge, "options": recipe.model.bridge_options},
+        "sources": {"language_model": recipe.model.language_model, "vision_encoder": recipe.model.vision_encoder},
+        **identity,
         "parameters": {k: list(v.shape) for k, v in state.items()},
         **(extra or {}),
     }
-    (tmp / META).write_text(json.dumps(meta, indent=1))
+    (folder / META).write_text(json.dumps(meta, indent=1))
+
+
+def commit_folder(tmp: Path, folder: Path) -> Path:
+    """Flush ``tmp`` to disk and rename it to ``folder`` (replacing an older one) in one step."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # temporary folders and files are private; a checkpoint is not
+    for path in tmp.rglob("*"):
+        if path.is_file():
+            os.chmod(path, 0o666 & ~umask)
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
     if folder.exists():
         old = folder.with_name(f".{folder.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -50,42 +123,129 @@ def save_checkpoint(model, recipe: Recipe, folder: Path, extra: dict | None = No
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, folder)
+    try:  # make the rename itself durable
+        fd = os.open(folder.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
     return folder
 
 
-def load_trained_weights(model, folder: Path) -> None:
-    """Load a checkpoint's trained tensors into ``model``; every name and shape must match exactly."""
+def save_weights(folder: Path, recipe: Recipe, weights: dict[str, torch.Tensor], identity: dict,
+                 extra: dict | None = None) -> Path:
+    """Write a bridge-only checkpoint of ``weights`` to ``folder`` atomically."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        write_checkpoint(tmp, recipe, weights, identity, extra)
+        return commit_folder(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_checkpoint(model, recipe: Recipe, folder: Path, extra: dict | None = None) -> Path:
+    """Save ``model``'s trainable tensors as a bridge-only checkpoint in ``folder`` (atomically)."""
+    weights = model.trainable_state_dict()
+    return save_weights(folder, recipe, weights, model_identity(model, set(weights)), extra)
+
+
+def read_meta(folder: Path) -> dict:
+    path = Path(folder) / META
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _describe(part: dict | None) -> str:
+    if part is None:
+        return "none"
+    return ", ".join(f"{k} {v}" for k, v in part.items())
+
+
+def differences(meta: dict, model, recipe: Recipe | None, state: dict[str, torch.Tensor]) -> list[str]:
+    """Everything in which ``model`` (built from ``recipe``) differs from the checkpoint: empty if it fits."""
+    found = []
+    bridge = meta.get("bridge")
+    if recipe is not None and isinstance(bridge, dict):
+        ours = {"name": recipe.model.bridge, "options": recipe.model.bridge_options}
+        if ours != bridge:
+            found.append(f"bridge: the checkpoint has {bridge['name']!r} with options {bridge['options']}, "
+                         f"this model {ours['name']!r} with options {ours['options']}")
+    own = dict(model.named_parameters())
+    identity = model_identity(model, set(state))
+    sources = meta.get("sources", {})
+    for part, label in (("language_model", "language model"), ("vision_encoder", "vision encoder")):
+        if part not in meta:
+            continue  # a checkpoint written before identities were recorded
+        theirs, ours = meta[part], identity[part]
+        if theirs != ours:
+            keys = sorted(set(theirs or {}) | set(ours or {}))
+            changed = [k for k in keys if (theirs or {}).get(k) != (ours or {}).get(k)]
+            found.append(f"{label}: differs in {changed}; the checkpoint was trained on "
+                         f"{sources.get(part, '?')} ({_describe(theirs)}), this model has "
+                         f"{getattr(recipe.model, part) if recipe else '?'} ({_describe(ours)})")
+    missing = sorted(set(model.trainable_state_dict()) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                   for k in state if k in own and tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        found.append(f"trained tensors: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+                     f"shape (checkpoint vs model) {wrong[:5]}")
+    return found
+
+
+def load_trained_weights(model, folder: Path, recipe: Recipe | None = None) -> None:
+    """Load a checkpoint's trained tensors into ``model`` after checking it is the model they were
+    trained with (LM, encoder, bridge, every name and shape); say what differs otherwise."""
     folder = Path(folder)
     path = folder / WEIGHTS
     if not path.is_file():
         raise ConfigError(f"{folder} is not a checkpoint: {WEIGHTS} is missing")
     state = load_file(str(path))
+    meta = read_meta(folder)
+    found = differences(meta, model, recipe, state)
+    if found:
+        raise ConfigError(f"checkpoint {folder} does not fit this model:\n  - " + "\n  - ".join(found))
+    ours = library_versions()
+    changed = {k: (v, ours.get(k)) for k, v in meta.get("versions", {}).items() if ours.get(k) != v}
+    if changed:
+        logger.warning("checkpoint %s was written with other library versions (then, now): %s", folder, changed)
     own = dict(model.named_parameters())
-    missing = sorted(set(model.trainable_state_dict()) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in state if k in own and tuple(own[k].shape) != tuple(state[k].shape))
-    if unexpected or wrong or missing:
-        raise ConfigError(
-            f"checkpoint {folder} does not fit this model: "
-            f"unexpected {unexpected[:5]}, shape mismatch {wrong[:5]}, missing {missing[:5]}"
-        )
     with torch.no_grad():
         for name, tensor in state.items():
             own[name].copy_(tensor)
 
 
+def resolve_checkpoint(folder: str | Path) -> Path:
+    """A checkpoint folder itself, or a run folder's ``final`` checkpoint, or else its latest one."""
+    folder = Path(folder)
+    if (folder / WEIGHTS).is_file():
+        return folder
+    if (folder / "final" / WEIGHTS).is_file():
+        return folder / "final"
+    steps = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
+                   if p.name.split("-")[1].isdigit() and (p / WEIGHTS).is_file())
+    if steps:
+        return steps[-1][1]
+    raise ConfigError(f"{folder} is not a run or checkpoint folder (no {WEIGHTS}, final/ or checkpoint-N/)")
+
+
 def load_run(folder: str | Path, overrides: list[str] = ()):
-    """Rebuild the model of a checkpoint (or of a run folder's ``final`` checkpoint) with its weights."""
+    """Rebuild the model of a checkpoint (or of a run folder's ``final`` checkpoint) with its weights.
+
+    ``overrides`` (``key=value``) change the recipe first: e.g. ``model.language_model=/my/copy`` loads
+    a bridge-only checkpoint onto the same LM from another folder (its fingerprint must match)."""
     from vlbridge.build import build_model
     from vlbridge.train.parameter_groups import apply_trainable
 
-    folder = Path(folder)
-    if not (folder / WEIGHTS).is_file() and (folder / "final" / WEIGHTS).is_file():
-        folder = folder / "final"
+    folder = resolve_checkpoint(folder)
     if not (folder / RECIPE).is_file():
         raise ConfigError(f"{folder} is not a run or checkpoint folder ({RECIPE} missing)")
     recipe = load_recipe(folder / RECIPE, list(overrides))
     built = build_model(recipe.model)
     apply_trainable(built.model, recipe.train.trainable)
-    load_trained_weights(built.model, folder)
+    load_trained_weights(built.model, folder, recipe)
     return built, recipe

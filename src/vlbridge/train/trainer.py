@@ -1,9 +1,21 @@
-"""The training loop, top to bottom: build, freeze, data, optimizer, steps, evaluation, checkpoints."""
+"""The training loop, top to bottom: build, freeze, data, optimizer, report, resume, steps, evaluation,
+checkpoints.
+
+One loop for one process and for many: it runs through an ``accelerate.Accelerator``
+(:mod:`vlbridge.train.distributed`); under ``accelerate launch`` or ``torchrun`` each process reads its
+own shard of every global batch (:mod:`vlbridge.train.data_order`) and the model is wrapped in DDP or
+FSDP. Every ``train.save_every`` steps the full training state is checkpointed (:mod:`vlbridge.train.state`)
+and ``train(..., resume=run_dir)`` continues the run exactly. Bad records and non-finite losses are
+handled by :mod:`vlbridge.train.guards`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import random
+import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -13,37 +25,56 @@ from tqdm import tqdm
 
 from vlbridge.batch import Collator
 from vlbridge.build import Built, build_model
-from vlbridge.data.llava_json import read_llava_json
-from vlbridge.errors import ConfigError
-from vlbridge.eval.generate_answers import GenerationSettings, generate_answers
-from vlbridge.eval.scoring import score_predictions
+from vlbridge.data.llava_json import read_llava_json, write_json_atomic
 from vlbridge.encoders.feature_cache import FeatureCache
+from vlbridge.errors import ConfigError, DataError
+from vlbridge.eval.generate_answers import GenerationSettings, batched, generate_answers
+from vlbridge.eval.scoring import score_predictions
 from vlbridge.image_inputs import CachedFeatures, PixelImages
-from vlbridge.train.checkpoint import save_checkpoint
-from vlbridge.train.parameter_groups import apply_trainable, format_counts
-from vlbridge.train.recipe import Recipe, save_recipe
+from vlbridge.train.checkpoint import META, load_trained_weights, model_identity, read_meta, save_weights
+from vlbridge.train.data_order import DataOrder, shard
+from vlbridge.train.distributed import (OnDevice, full_parameters, gather, load_optimizer_state, make_accelerator, reduce,
+                                        split_evenly, trained_weights)
+from vlbridge.train.guards import NONFINITE_POLICIES, BadRecords, NonFiniteError, is_finite, nonfinite_message
+from vlbridge.train.parameter_groups import apply_trainable
+from vlbridge.train.recipe import Recipe, load_recipe, save_recipe
+from vlbridge.train.report import format_report, start_report
 from vlbridge.train.schedule import warmup_cosine
+from vlbridge.train.state import (latest_checkpoint, load_training_state, remove_partial, restore_rng,
+                                  resume_conflicts, save_training_checkpoint, step_checkpoints)
 from vlbridge.weights.cache import cache_dir
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 class MetricsLog:
-    """metrics.jsonl (always) and TensorBoard (when installed)."""
+    """metrics.jsonl (always) and TensorBoard (when installed); ``lines`` keeps what was written so a
+    resumed run can rewrite the file to exactly its checkpoint's lines. Only the main process writes."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, enabled: bool = True, lines: list[dict] | None = None):
         self.path = folder / "metrics.jsonl"
+        self.enabled = enabled
+        self.lines: list[dict] = list(lines or [])
         self.board = None
+        if not enabled:
+            return
+        # a fresh run starts an empty file; a resumed one continues from its checkpoint's lines
+        self.path.write_text("".join(json.dumps(line) + "\n" for line in self.lines))
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.board = SummaryWriter(str(folder / "tensorboard"))
+            last = max((line["step"] for line in self.lines), default=0)
+            self.board = SummaryWriter(str(folder / "tensorboard"), purge_step=last + 1)
         except ImportError:
             pass
 
     def write(self, step: int, **values) -> None:
+        line = {"step": step, **values}
+        self.lines.append(line)
+        if not self.enabled:
+            return
         with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **values}) + "\n")
+            f.write(json.dumps(line) + "\n")
         if self.board is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)):
@@ -63,108 +94,241 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def evaluate(built: Built, collator: Collator, samples, settings: GenerationSettings) -> dict:
-    predictions = generate_answers(built.model, built.tokenizer, collator, samples, settings)
+def evaluate(built: Built, collator: Collator, samples, settings: GenerationSettings, accelerator=None,
+             wrapped=None) -> dict:
+    """Scores and ``predictions`` (one per sample, in order). With several processes each generates its
+    own part of ``samples``; the predictions are gathered so every process scores all of them."""
+    world = accelerator.num_processes if accelerator is not None else 1
+    if world == 1:
+        if accelerator is not None:
+            collator = OnDevice(collator, accelerator.device)
+        predictions = generate_answers(built.model, built.tokenizer, collator, samples, settings)
+    else:
+        part = split_evenly(list(samples), accelerator.process_index, world)
+        with full_parameters(accelerator, wrapped):
+            local = generate_answers(built.model, built.tokenizer, OnDevice(collator, accelerator.device), part, settings)
+        predictions = gather(accelerator, local)
     return score_predictions(samples, predictions) | {"predictions": predictions}
 
 
-def train(recipe: Recipe, built: Built | None = None, log=print) -> dict:
-    """Run ``recipe``; ``built`` is a model already built from ``recipe.model`` (else it is built here)."""
+def _first_good_batch(bad: BadRecords, collator: Collator, samples, path: str):
+    for sample in samples:
+        batch = bad.keep_going(collator, [sample], "fallback")[0]
+        if batch is not None:
+            return batch
+    raise DataError(f"{path}: every record is bad")
+
+
+def _prepare_output(out: Path, recipe: Recipe, resume: str | Path | None, world: int, rank: int):
+    """The checkpoint to resume from (or None); a fresh run clears an older run's step checkpoints."""
+    if resume is None:
+        for _, old in step_checkpoints(out) if rank == 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+        return None
+    run = Path(resume)
+    if not (run / "recipe.yaml").is_file():
+        raise ConfigError(f"--resume {run}: not a run folder (recipe.yaml missing)")
+    conflicts = resume_conflicts(load_recipe(run / "recipe.yaml").to_dict(), recipe.to_dict())
+    if conflicts:
+        raise ConfigError(f"--resume {run}: the recipe differs from the run's, so it would not be the same run: "
+                          f"{conflicts}")
+    if read_meta(run / "final").get("step") == recipe.train.steps:
+        raise ConfigError(f"--resume {run}: the run already finished ({run / 'final' / META} is at step "
+                          f"{recipe.train.steps}); nothing to resume")
+    checkpoint = latest_checkpoint(run)
+    return None if checkpoint is None else load_training_state(checkpoint, rank, world)
+
+
+def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | Path | None = None) -> dict:
+    """Run ``recipe``; ``built`` is a model already built from ``recipe.model`` (else it is built here).
+
+    ``resume``: a run folder; the run continues from its latest step checkpoint, exactly as if it had
+    never stopped (the recipe must be the run's own, up to :data:`RESUME_MAY_CHANGE` keys)."""
     cfg, data = recipe.train, recipe.data
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {cfg.precision!r}; valid: {sorted(PRECISIONS)}")
+    if cfg.on_nonfinite not in NONFINITE_POLICIES:
+        raise ConfigError(f"train.on_nonfinite={cfg.on_nonfinite!r}; valid: {list(NONFINITE_POLICIES)}")
+    bad = BadRecords(data.on_bad_record)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_recipe(recipe, out / "recipe.yaml")
-    metrics = MetricsLog(out)
+    accelerator = make_accelerator()
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    log = log if main else (lambda *args, **kwargs: None)
+    out = Path(resume) if resume is not None else Path(cfg.output_dir)
+    if resume is not None:  # the run continues in its own folder, wherever it was moved to
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(cfg, output_dir=str(out)))
+        cfg = recipe.train
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_partial(out)
+    state = _prepare_output(out, recipe, resume, world, rank)
+    if main:
+        save_recipe(recipe, out / "recipe.yaml")
+    accelerator.wait_for_everyone()
+    metrics = MetricsLog(out, enabled=main, lines=state.metric_lines if state else [])
 
     # 1. model, and what trains
     seed_everything(cfg.seed)
     built = built or build_model(recipe.model)
     model = built.model
     counts = apply_trainable(model, cfg.trainable)
-    log(format_counts(counts))
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise ConfigError(f"train.trainable={cfg.trainable} selects no parameters of this model")
+    identity = model_identity(model, set(model.trainable_parameters()))
+    if state is not None:  # before any wrapping: the checkpoint is checked against this very model
+        load_trained_weights(model, state.folder, recipe)
 
-    # 2. data (bad records raise, or are skipped and reported: never silently)
+    # 2. data (bad records raise, or are skipped and reported at the end: never silently)
     train_set = read_llava_json(data.train, image_root=data.image_root, on_error=data.on_bad_record)
     val_set = read_llava_json(data.val, image_root=data.image_root, on_error=data.on_bad_record)
-    for name, samples in (("train", train_set), ("val", val_set)):
-        if samples.skipped:
-            log(f"{name}: skipped {len(samples.skipped)} bad records: {[s.id for s in samples.skipped][:20]}")
-    if len(train_set) < cfg.batch_size:
-        raise ConfigError(f"{data.train} has {len(train_set)} samples, fewer than train.batch_size={cfg.batch_size}")
+    bad.add_skipped_on_read("train", train_set.skipped)
+    bad.add_skipped_on_read("val", val_set.skipped)
+    if bad.entries:
+        log(f"reading: {bad.summary()}")
+    if len(train_set) < cfg.batch_size * world:
+        raise ConfigError(f"{data.train} has {len(train_set)} samples, fewer than train.batch_size={cfg.batch_size}"
+                          f" x {world} processes")
     val_subset = list(val_set[: cfg.eval_samples] if cfg.eval_samples else val_set)
     images = image_loader(built, recipe)
     if isinstance(images, CachedFeatures):
-        with tqdm(total=len({s.image for s in train_set + val_subset if s.image}), desc="encoding images",
-                  unit="img", leave=False) as bar:
-            started = time.perf_counter()
-            images.precompute(list(train_set) + val_subset, progress=bar.update)
-            log(f"encoded {len(images.table)} images once in {time.perf_counter() - started:.1f} s")
+        with accelerator.main_process_first():  # the first process fills the disk cache, the others read it
+            todo = list(train_set) + val_subset
+            with tqdm(total=len({s.image for s in todo if s.image}), desc="encoding images", unit="img",
+                      leave=False, disable=not main) as bar:
+                started = time.perf_counter()
+                bad.keep_going(lambda s: images.precompute(s, progress=bar.update), todo, "encoding images")
+                log(f"encoded {len(images.table)} images once in {time.perf_counter() - started:.1f} s")
     common = dict(image_tokens=built.image_tokens, max_length=data.max_length, truncation=data.truncation)
     train_collator = Collator(built.tokenizer, built.chat_format, images, **common)
     eval_collator = Collator(built.tokenizer, built.chat_format, images, with_answer=False, **common)
+    if bad.policy == "skip":  # evaluation must not meet a bad record halfway through generation
+        val_subset = [s for chunk in batched(val_subset, recipe.eval.batch_size)
+                      for s in bad.keep_going(eval_collator, chunk, "validation")[1]]
     settings = GenerationSettings(recipe.eval.max_new_tokens, recipe.eval.batch_size, recipe.eval.do_sample,
                                   recipe.eval.temperature, recipe.eval.top_p, cfg.seed)
-    order = torch.Generator().manual_seed(cfg.seed)
+    order = DataOrder(len(train_set), cfg.batch_size * world, cfg.seed)
 
-    def batches():
-        while True:  # epochs: a fresh permutation each time, from the run's own generator
-            for start in range(0, len(train_set) - cfg.batch_size + 1, cfg.batch_size):
-                if start == 0:
-                    perm = torch.randperm(len(train_set), generator=order).tolist()
-                yield train_collator([train_set[i] for i in perm[start:start + cfg.batch_size]])
+    # 3. what this run trains and costs, before the first step
+    report = start_report(built, counts, cfg.trainable, train_collator, list(train_set),
+                          samples_per_micro_batch=cfg.batch_size, micro_batches_per_step=cfg.grad_accum * world,
+                          cached_features=isinstance(images, CachedFeatures), precision=cfg.precision)
+    log(format_report(report))
+    if state is None and main:
+        write_json_atomic(report, out / "report.json", indent=1)
+        metrics.write(0, parameters_total=report["parameters_total"],
+                      parameters_trainable=report["parameters_trainable"],
+                      train_flops_per_step=report["train_flops_per_step"],
+                      activation_bytes_per_micro_batch=report["activation_bytes_per_micro_batch"])
 
-    # 3. optimizer and schedule
+    # 4. optimizer, schedule, processes
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio))
-    autocast = torch.autocast("cpu", dtype=PRECISIONS[cfg.precision]) if PRECISIONS[cfg.precision] else nullcontext()
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    autocast = torch.autocast(accelerator.device.type, dtype=PRECISIONS[cfg.precision]) \
+        if PRECISIONS[cfg.precision] else nullcontext()
 
-    # 4. steps
-    stream = batches()
-    history, started = [], time.perf_counter()
-    model.train()
-    bar = tqdm(range(cfg.steps), desc="training", unit="step")
+    # 5. resume: everything else of the training state, random generators last
+    history, start = [], 0
+    if state is not None:
+        load_optimizer_state(wrapped, optimizer, state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        order.load_state_dict(state.data_order)
+        bad.load_state_dict(state.bad_records)
+        history, start = list(state.history), state.step
+        restore_rng(*state.rng)
+        log(f"resumed {out} from {state.folder.name} at step {start}")
+
+    def micro_batch(stage: str):
+        samples = [train_set[i] for i in shard(order.next_global(), rank, world)]
+        batch = bad.keep_going(train_collator, samples, stage)[0]
+        return batch.to(accelerator.device) if batch is not None else None
+
+    # 6. steps
+    scores, predictions, fallback = {}, [], None
+    started = time.perf_counter()
+    wrapped.train()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="training", unit="step",
+               disable=not main)
     for step in bar:
         t0 = time.perf_counter()
-        micro = [next(stream) for _ in range(cfg.grad_accum)]
-        tokens = sum(b.num_supervised for b in micro)  # normalise by the whole step's answer tokens
-        loss_value = 0.0
-        for batch in micro:
-            with autocast:
-                output = model(batch)
-            loss = output.loss_sum / max(tokens, 1)
-            loss.backward()
-            loss_value += loss.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad if cfg.clip_grad > 0 else float("inf"))
-        optimizer.step()
+        micro = [micro_batch(f"step {step + 1}") for _ in range(cfg.grad_accum)]
+        real = [b for b in micro if b is not None]
+        if real:
+            fallback = real[-1]
+        elif fallback is None:
+            fallback = _first_good_batch(bad, train_collator, train_set, data.train).to(accelerator.device)
+        # normalise by the answer tokens of the whole step on all processes; DDP averages gradients over
+        # processes, hence the factor world: the update equals one process with the global batch
+        tokens, = reduce(accelerator, [sum(b.num_supervised for b in real)])
+        scale = max(tokens, 1) / world
+        loss_value, offenders = 0.0, []
+        for i, batch in enumerate(micro):
+            # a micro-batch whose every sample was bad still runs (weight 0) so processes stay in step
+            sync = accelerator.no_sync(wrapped) if i < len(micro) - 1 else nullcontext()
+            with sync:
+                with autocast:
+                    output = wrapped(batch if batch is not None else fallback)
+                loss = output.loss_sum / scale if batch is not None else output.loss_sum * 0.0
+                accelerator.backward(loss)
+            value = loss.item()
+            if not math.isfinite(value):
+                offenders.append({"process": rank, "micro_batch": i + 1, "loss": value,
+                                  "samples": batch.sample_ids if batch is not None else []})
+            loss_value += value
+        loss_value, = reduce(accelerator, [loss_value], "mean")
+        max_norm = cfg.clip_grad if cfg.clip_grad > 0 else float("inf")
+        grad_norm = float(accelerator.clip_grad_norm_(list(wrapped.parameters()), max_norm))
+        finite = is_finite(loss_value, grad_norm)
+        if finite:
+            optimizer.step()
+        else:  # the same on every process: the loss is reduced and the gradients are synchronised
+            message = nonfinite_message(step + 1, loss_value, grad_norm, gather(accelerator, offenders),
+                                        gather(accelerator, [s for b in real for s in b.sample_ids]), cfg.on_nonfinite)
+            if cfg.on_nonfinite == "stop":
+                bar.close()
+                raise NonFiniteError(message)
+            log(message)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - t0
-        n_tokens = sum(int(b.attention_mask.sum()) for b in micro)
-        n_images = sum(int(b.has_image.sum()) for b in micro)
-        record = {"loss": loss_value, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+        n_tokens, n_images = reduce(accelerator, [sum(int(b.attention_mask.sum()) for b in real),
+                                                  sum(int(b.has_image.sum()) for b in real)])
+        record = {"loss": loss_value, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                   "step_seconds": seconds, "tokens_per_s": n_tokens / seconds, "images_per_s": n_images / seconds}
+        if not finite:
+            record["update_skipped"] = True
         history.append(record)
         metrics.write(step + 1, **record)
         bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{n_tokens / seconds:.0f}", img_s=f"{n_images / seconds:.1f}")
         last = step + 1 == cfg.steps
-        if (cfg.eval_every and (step + 1) % cfg.eval_every == 0 and not last) or last:
-            scores = evaluate(built, eval_collator, val_subset, settings)
-            scores.pop("predictions")
+        if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last:
+            scores = evaluate(built, eval_collator, val_subset, settings, accelerator, wrapped)
+            predictions = scores.pop("predictions")
             metrics.write(step + 1, **{f"val_{k}": v for k, v in scores.items()})
             log(f"step {step + 1}: val {scores}")
-            model.train()
+            wrapped.train()
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and not last:
-            save_checkpoint(model, recipe, out / f"checkpoint-{step + 1}", {"step": step + 1})
+            save_training_checkpoint(out, step + 1, accelerator=accelerator, wrapped=wrapped, model=model,
+                                     optimizer=optimizer, scheduler=scheduler, order=order, recipe=recipe,
+                                     identity=identity, history=history, metric_lines=metrics.lines,
+                                     bad_records=bad, keep=cfg.keep_checkpoints)
     bar.close()
-    save_checkpoint(model, recipe, out / "final", {"step": cfg.steps})
+
+    # 7. the final bridge-only checkpoint, the last predictions and the bad records, never silently
+    weights = trained_weights(accelerator, wrapped, model)
+    skipped = list({e["record"]: e for e in gather(accelerator, bad.state_dict())}.values())
+    if main:
+        save_weights(out / "final", recipe, weights, identity, {"step": cfg.steps})
+        write_json_atomic([{"id": s.id, "prediction": p} for s, p in zip(val_subset, predictions)],
+                          out / "predictions.json", indent=1)
+        if skipped:
+            write_json_atomic(skipped, out / "skipped_records.json", indent=1)
+    if skipped:
+        log(f"{BadRecords.summarise(skipped)}; details in {out / 'skipped_records.json'}")
+    accelerator.wait_for_everyone()
     wall = time.perf_counter() - started
-    return {"history": history, "val": scores, "wall_seconds": wall, "built": built,
-            "parameter_counts": counts, "output_dir": str(out)}
+    return {"history": history, "val": scores, "wall_seconds": wall, "built": built, "parameter_counts": counts,
+            "output_dir": str(out), "report": report, "skipped_records": skipped, "process_index": rank}
