@@ -1,56 +1,264 @@
-"""vlbridge eval --run RUN_DIR --data FILE.json"""
+"""``vlbridge eval``: run a trained run (or an untrained recipe) over a dataset; write predictions and scores.
+
+    vlbridge eval --run RUN --data test_short.json                   # LLaVA JSON: each sample's meta.task
+    vlbridge eval --run RUN --task caption --coco captions_val2014.json --images val2014/
+    vlbridge eval --run RUN --task caption --karpathy dataset_coco.json --split test --images COCO_ROOT/
+    vlbridge eval --run RUN --task vqa --questions Q.json --annotations A.json --images val2014/
+    vlbridge eval --run RUN --task multiple-choice --scienceqa ScienceQA/ --split test
+    vlbridge eval --run RUN --task retrieval --karpathy dataset_coco.json --split test --images COCO_ROOT/
+
+The report (``--out``, default ``RUN/eval-<task>-<data>.json``) holds the scores, every prediction, the
+prompt, the generation settings, the data files, the model's identity and the metric version; captions
+and VQA answers are also written in the official result format (``<report>.results.json``).
+Prompts and defaults per task: docs/evaluation.md.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-HELP = "Evaluate a trained run (or the untrained recipe) on a LLaVA-format JSON file; writes predictions and scores."
+from vlbridge.errors import ConfigError
+
+HELP = ("Evaluate a run (or an untrained recipe) on captioning, VQA, multiple choice, retrieval or a LLaVA JSON "
+        "file; writes predictions and scores as JSON.")
+
+TASK_NAMES = ("caption", "vqa", "multiple-choice", "retrieval")  # = vlbridge.eval.tasks.TASKS (kept import-free)
+
+# The data options each task reads; one given to a task that does not read it is an error, never ignored.
+TASK_OPTIONS: dict[str | None, tuple[str, ...]] = {
+    None: ("data", "images", "max_new_tokens"),
+    "caption": ("coco", "karpathy", "split", "images", "prompt", "max_new_tokens"),
+    "vqa": ("questions", "annotations", "images", "image_pattern", "vqa_version", "prompt", "max_new_tokens"),
+    "multiple-choice": ("scienceqa", "split", "scienceqa_captions", "answer_convention", "prompt",
+                        "max_new_tokens"),
+    "retrieval": ("coco", "karpathy", "split", "images"),
+}
 
 
 def add_arguments(parser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="a run folder (or checkpoint folder) written by vlbridge train")
+    # dest run_dir: `run` is the attribute the dispatcher stores this module's run() in
+    source.add_argument("--run", dest="run_dir", metavar="RUN",
+                        help="a run folder (or checkpoint folder) written by vlbridge train")
     source.add_argument("--recipe", help="a recipe: evaluate its model untrained (the bridge's random init)")
-    parser.add_argument("--data", required=True, help="LLaVA-format JSON with reference answers")
-    parser.add_argument("--image-root", help="folder image paths are relative to (default: the JSON's folder)")
-    parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N samples (0 = all)")
-    parser.add_argument("--out", default=None, help="output JSON (default: RUN/eval-<data name>.json)")
+    parser.add_argument("--task", choices=TASK_NAMES, default=None,
+                        help="caption | vqa | multiple-choice | retrieval; without it, --data FILE.json is evaluated "
+                             "with each sample's own prompt and meta.task (short | mc | caption)")
+    parser.add_argument("--data", help="LLaVA-format JSON with reference answers (no --task)")
+    parser.add_argument("--images", "--image-root", dest="images",
+                        help="image folder: --data: what its image paths are relative to (default: the JSON's "
+                             "folder); --coco and --vqa: the folder holding the images; --karpathy: the root its "
+                             "filepath/filename entries are relative to")
+    parser.add_argument("--coco", help="caption/retrieval: official COCO caption annotations (captions_val2014.json)")
+    parser.add_argument("--karpathy", help="caption/retrieval: Karpathy's split file (dataset_coco.json)")
+    parser.add_argument("--split", help="--karpathy: train | restval | val | test; --scienceqa: a split of "
+                                        "pid_splits.json (default: test)")
+    parser.add_argument("--questions", help="vqa: official questions JSON")
+    parser.add_argument("--annotations", help="vqa: official annotations JSON (the 10 human answers)")
+    parser.add_argument("--image-pattern",
+                        help="vqa: image file name inside --images, from {image_id} (default: COCO's "
+                             "'COCO_val2014_{image_id:012d}.jpg'; Shapes exports: 'shapes_{image_id:06d}.png')")
+    parser.add_argument("--vqa-version", choices=["current", "2017"],
+                        help="vqa: official evaluation code: current (GT-Vision-Lab/VQA today, default) or 2017 "
+                             "(the code LAVIS copied)")
+    parser.add_argument("--scienceqa", help="multiple-choice: ScienceQA folder (problems.json, pid_splits.json, images/)")
+    parser.add_argument("--scienceqa-captions", action="store_true",
+                        help="multiple-choice: add captions.json's image caption to the context (LLaVA, MemVP)")
+    parser.add_argument("--answer-convention", choices=["auto", "letter", "answer_is"],
+                        help="multiple-choice: how answers are parsed: a bare letter, 'The answer is X', or auto "
+                             "(letter, then 'The answer is'; default)")
+    parser.add_argument("--prompt", help="replace the task's prompt template (fields in {braces}: vqa {question}; "
+                                         "multiple-choice {question} {context} {options}); recorded in the report")
+    parser.add_argument("--max-new-tokens", type=int,
+                        help="generation length (default: the task's: caption 30, vqa 10, multiple-choice 10; "
+                             "--data: the recipe's eval.max_new_tokens)")
+    parser.add_argument("--limit", type=int, default=0,
+                        help="evaluate only the first N items (images, questions, samples; 0 = all)")
+    parser.add_argument("--out", default=None, help="report JSON (default: RUN/eval-<task>-<data>.json)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe key, e.g. --set eval.max_new_tokens=20")
+                        help="override a recipe key, e.g. --set eval.batch_size=32")
 
 
-def run(args) -> int:
-    from vlbridge.batch import Collator
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_options(args) -> None:
+    """Each given data option must be one the task reads."""
+    allowed = TASK_OPTIONS[args.task]
+    given = [name for name in sorted({n for names in TASK_OPTIONS.values() for n in names})
+             if getattr(args, name) not in (None, False)]
+    stray = [name for name in given if name not in allowed]
+    if stray:
+        what = f"--task {args.task}" if args.task else "--data (no --task)"
+        raise ConfigError(f"{', '.join(map(_flag, stray))} {'is' if len(stray) == 1 else 'are'} not read by {what}; "
+                          f"it reads {', '.join(map(_flag, allowed))}")
+    if args.limit < 0:
+        raise ConfigError(f"--limit must be >= 0, got {args.limit}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+
+
+def _need(args, *names: str) -> None:
+    missing = [_flag(n) for n in names if getattr(args, n) in (None, False)]
+    if missing:
+        what = f"--task {args.task}" if args.task else "evaluating a LLaVA JSON file"
+        raise ConfigError(f"{what} needs {' and '.join(missing)}")
+
+
+def _caption_data(args):
+    """Samples (one per image) and the data record of --coco or --karpathy."""
+    from vlbridge.datasets.coco import read_coco_captions, read_karpathy_split
+
+    if bool(args.coco) == bool(args.karpathy):
+        raise ConfigError(f"--task {args.task} needs exactly one of --coco ANNOTATIONS.json or --karpathy "
+                          "dataset_coco.json")
+    _need(args, "images")
+    if args.coco:
+        if args.split:
+            raise ConfigError("--split is for --karpathy (a COCO annotation file is one split)")
+        samples = read_coco_captions(args.coco, image_dir=args.images)
+        return samples, {"coco": args.coco, "images": args.images}, Path(args.coco).stem
+    split = args.split or "test"
+    samples = read_karpathy_split(args.karpathy, split, image_root=args.images)
+    return samples, {"karpathy": args.karpathy, "split": split, "images": args.images}, f"{Path(args.karpathy).stem}-{split}"
+
+
+def load_data(args):
+    """(samples, data record for the report, name for the default report file)."""
+    if args.task is None:
+        from vlbridge.data.llava_json import read_llava_json
+
+        _need(args, "data")
+        samples = read_llava_json(args.data, image_root=args.images)
+        return samples, {"data": args.data, "images": args.images}, Path(args.data).stem
+    if args.task in ("caption", "retrieval"):
+        return _caption_data(args)
+    if args.task == "vqa":
+        from vlbridge.datasets.vqav2 import read_vqav2
+
+        _need(args, "questions", "annotations", "images")
+        samples = read_vqav2(args.questions, args.annotations, image_dir=args.images, image_pattern=args.image_pattern)
+        record = {"questions": args.questions, "annotations": args.annotations, "images": args.images,
+                  "image_pattern": args.image_pattern}
+        return samples, record, Path(args.questions).stem
+    from vlbridge.datasets.scienceqa import read_scienceqa
+
+    _need(args, "scienceqa")
+    split = args.split or "test"
+    samples = read_scienceqa(args.scienceqa, split, use_captions=args.scienceqa_captions)
+    record = {"scienceqa": args.scienceqa, "split": split, "captions": args.scienceqa_captions}
+    return samples, record, f"{Path(args.scienceqa).resolve().name}-{split}"
+
+
+def load_model(args):
+    """(built, recipe, model record) of --run or --recipe."""
+    import torch
+
     from vlbridge.build import build_model
-    from vlbridge.data.llava_json import read_llava_json
-    from vlbridge.eval.generate_answers import GenerationSettings, generate_answers
-    from vlbridge.eval.scoring import score_predictions
-    from vlbridge.image_inputs import PixelImages
+    from vlbridge.eval.report import model_description
     from vlbridge.train.checkpoint import load_run
+    from vlbridge.train.parameter_groups import apply_trainable
     from vlbridge.train.recipe import load_recipe
 
-    if args.run:
-        built, recipe = load_run(args.run, args.overrides)
+    if args.run_dir:
+        built, recipe = load_run(args.run_dir, args.overrides)
     else:
         recipe = load_recipe(args.recipe, args.overrides)
         built = build_model(recipe.model)
-    samples = read_llava_json(args.data, image_root=args.image_root)
-    samples = list(samples[: args.limit] if args.limit else samples)
-    collator = Collator(built.tokenizer, built.chat_format, PixelImages(built.model.vision_encoder.preprocess),
+        apply_trainable(built.model, recipe.train.trainable)  # so the identity fingerprints what stays frozen
+    if recipe.train.threads > 0:
+        torch.set_num_threads(recipe.train.threads)
+    return built, recipe, model_description(built, recipe, run=args.run_dir, recipe_file=args.recipe)
+
+
+def _answerer(built, recipe, settings):
+    from tqdm import tqdm
+
+    from vlbridge.batch import Collator
+    from vlbridge.eval.generate_answers import generate_answers
+    from vlbridge.train.trainer import image_loader
+
+    collator = Collator(built.tokenizer, built.chat_format, image_loader(built, recipe),
                         image_tokens=built.image_tokens, max_length=recipe.data.max_length,
                         truncation=recipe.data.truncation, with_answer=False)
-    e = recipe.eval
-    settings = GenerationSettings(e.max_new_tokens, e.batch_size, e.do_sample, e.temperature, e.top_p, recipe.train.seed)
-    predictions = generate_answers(built.model, built.tokenizer, collator, samples, settings)
-    scores = score_predictions(samples, predictions)
-    out = Path(args.out or Path(args.run or recipe.train.output_dir) / f"eval-{Path(args.data).stem}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "data": args.data, "scores": scores, "generation": settings.to_dict(),
-        "predictions": [{"id": s.id, "prediction": p, "answers": s.meta.get("answers") or [s.answer]}
-                        for s, p in zip(samples, predictions)],
-    }, indent=1))
-    print(json.dumps(scores, indent=1))
-    print(f"wrote {out}")
+
+    def answer(samples):
+        with tqdm(total=len(samples), desc="generating", unit="item", file=sys.stderr, disable=None) as bar:
+            return generate_answers(built.model, built.tokenizer, collator, samples, settings, progress=bar.update)
+
+    return answer
+
+
+def _retrieve(built, recipe, samples):
+    from vlbridge.eval.retrieval import MAX_TEXT_TOKENS, evaluate_retrieval, find_embedder, text_tokenizer_for, tokenize_texts
+    from vlbridge.train.trainer import image_loader
+
+    embedder = find_embedder(built.model.bridge, recipe.model.bridge)
+    tokenizer = text_tokenizer_for(recipe.model.bridge)
+    encoder = built.model.vision_encoder
+    if encoder is None:
+        raise ConfigError(f"bridge {recipe.model.bridge!r} has no vision encoder to give image features")
+    loader = image_loader(built, recipe)
+
+    def features(chunk):  # (B, n, d_v) encoder grid, from the feature cache or the encoder
+        inputs = loader(chunk)
+        return inputs.grid if inputs.grid is not None else encoder(inputs.pixel_values).grid
+
+    result = evaluate_retrieval(embedder, features, lambda texts: tokenize_texts(tokenizer, texts), samples,
+                                batch_size=recipe.eval.batch_size)
+    result.metric["text_tokenizer"] = {"bridge": recipe.model.bridge, "max_length": MAX_TEXT_TOKENS}
+    return result
+
+
+def summary(result) -> dict:
+    """The headline numbers printed to the terminal (the report has everything)."""
+    s = result.scores
+    if result.task == "vqa":
+        return {k: s[k] for k in ("overall", "per_answer_type", "num_questions")} | {"version": result.metric["version"]}
+    if result.task == "multiple-choice":
+        return {"accuracy": s["accuracy_rounded"], "num_unparsed": s["num_unparsed"]}
+    return s
+
+
+def run(args) -> int:
+    from vlbridge.eval.generate_answers import GenerationSettings
+    from vlbridge.eval.llava_data import evaluate_llava_samples
+    from vlbridge.eval.report import build_report, write_report
+    from vlbridge.eval.task_prompts import check_template
+    from vlbridge.eval.tasks import get_task
+
+    check_options(args)
+    task = get_task(args.task) if args.task else None
+    if args.prompt is not None:
+        check_template(args.task, args.prompt)
+    samples, data, name = load_data(args)
+    samples = list(samples[: args.limit] if args.limit else samples)
+    built, recipe, model = load_model(args)
+
+    if args.task == "retrieval":
+        result, generation = _retrieve(built, recipe, samples), None
+    else:
+        e = recipe.eval
+        max_new_tokens = args.max_new_tokens or (task.max_new_tokens if task else e.max_new_tokens)
+        settings = GenerationSettings(max_new_tokens, e.batch_size, e.do_sample, e.temperature, e.top_p,
+                                      recipe.train.seed)
+        answer, generation = _answerer(built, recipe, settings), settings.to_dict()
+        if task is None:
+            result = evaluate_llava_samples(answer, samples)
+        elif args.task == "vqa":
+            result = task.evaluate(answer, samples, args.prompt, version=args.vqa_version or "current")
+        elif args.task == "multiple-choice":
+            result = task.evaluate(answer, samples, args.prompt, convention=args.answer_convention or "auto")
+        else:
+            result = task.evaluate(answer, samples, args.prompt)
+
+    stem = f"eval-{args.task}-{name}" if args.task else f"eval-{name}"
+    out = Path(args.out or Path(args.run_dir or recipe.train.output_dir) / f"{stem}.json")
+    report = build_report(result, data=data, model=model, generation=generation, limit=args.limit)
+    results_file = write_report(report, result, out)
+    print(json.dumps(summary(result), indent=1))
+    print(f"wrote {out}" + (f" and {results_file}" if results_file else ""))
     return 0

@@ -1,0 +1,64 @@
+"""A LLaVA JSON file as an evaluation set: each sample keeps its own prompt, ``meta["task"]`` picks its scoring.
+
+- ``short`` and ``mc``: :func:`vlbridge.eval.scoring.score_predictions` (exact match after the VQA
+  answer normalisation, the official VQA soft accuracy when a sample has 10 answers; multiple-choice
+  accuracy with both answer conventions parsed) — the numbers training reports on its validation set;
+- ``caption``: BLEU-1..4 and CIDEr-D over the file's caption samples (references in ``meta["answers"]``,
+  else the sample's answer), keyed by sample id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from vlbridge.data.sample import Sample
+from vlbridge.errors import DataError
+from vlbridge.eval.result import Answer, TaskResult, answer_all, require_items
+from vlbridge.eval.scoring import score_predictions
+from vlbridge.metrics.caption import caption_scores
+
+SAMPLE_TASKS = ("short", "mc", "caption")
+PER_SAMPLE_PROMPT = "per sample: its own user turns in the data file"
+
+
+def _references(s: Sample) -> list[str]:
+    return list(s.meta.get("answers") or ([s.answer] if s.answer else []))
+
+
+def evaluate_llava_samples(answer: Answer, samples: Sequence[Sample]) -> TaskResult:
+    """Generate an answer to every sample's own prompt and score each task present in the file."""
+    require_items(samples, "samples")
+    by_task: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        task = s.meta.get("task", "short")
+        if task not in SAMPLE_TASKS:
+            raise DataError(f"unknown task {task!r}; valid: {list(SAMPLE_TASKS)}", file=s.source or None,
+                            record=s.id, field="meta.task")
+        by_task.setdefault(task, []).append(i)
+    predictions = answer_all(answer, list(samples))
+    scores = {}
+    for task, indices in by_task.items():
+        chosen = [samples[i] for i in indices]
+        if task == "caption":
+            seen: set[str] = set()
+            for s in chosen:  # captions are scored per id: a repeated id would silently drop one
+                if s.id in seen:
+                    raise DataError("caption sample id appears twice", file=s.source or None, record=s.id, field="id")
+                seen.add(s.id)
+            scored = caption_scores({s.id: _references(s) for s in chosen},
+                                    {samples[i].id: predictions[i] for i in indices}, source=chosen[0].source)
+            scores[task] = {**scored["corpus"], "count": scored["num_images"]}
+        else:
+            scores[task] = score_predictions(chosen, [predictions[i] for i in indices])
+    items = [{"id": s.id, "task": s.meta.get("task", "short"), "prediction": p, "answers": _references(s)}
+             for s, p in zip(samples, predictions)]
+    return TaskResult(
+        task="data",
+        prompt=PER_SAMPLE_PROMPT,
+        metric={"name": "per sample task",
+                "short": "exact match after VQA answer normalisation; official VQA accuracy with 10 answers",
+                "mc": "accuracy, bare letter or 'The answer is X' parsed",
+                "caption": "COCO caption toolkit BLEU-1..4, CIDEr-D", "scale": "percent (caption: toolkit)"},
+        scores=scores,
+        predictions=items,
+    )

@@ -1,0 +1,75 @@
+"""The evaluation report: scores with everything needed to reproduce them, written as JSON.
+
+One JSON object per run (``task``, ``prompt``, ``metric``, ``scores``, ``generation``, ``data``,
+``model``, ``limit``, ``versions``, ``results_file``, ``predictions``) and, for captions and VQA, the
+predictions again in the official result format next to it (``<report>.results.json``), ready for
+``vlbridge score`` or an evaluation server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vlbridge.data.llava_json import write_json_atomic
+from vlbridge.datasets.results import write_caption_results, write_vqa_results
+from vlbridge.eval.result import TaskResult
+from vlbridge.train.checkpoint import library_versions, model_identity, resolve_checkpoint
+
+RESULT_WRITERS = {"caption": write_caption_results, "vqa": write_vqa_results}
+
+
+def model_description(built, recipe, *, run: str | Path | None = None, recipe_file: str | Path | None = None) -> dict:
+    """Which model was evaluated: the run and checkpoint (or the untrained recipe), the bridge, the LM and
+    encoder with fingerprints of their pretrained weights (as checkpoints record them)."""
+    model = built.model
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    m = recipe.model
+    return {
+        "run": str(run) if run is not None else None,
+        "checkpoint": str(resolve_checkpoint(run)) if run is not None else None,
+        "recipe": str(recipe_file) if recipe_file is not None else None,
+        "trained": run is not None,
+        "bridge": m.bridge,
+        "bridge_options": m.bridge_options,
+        "language_model": m.language_model,
+        "vision_encoder": m.vision_encoder,
+        "vision_layer": m.vision_layer,
+        "lora_rank": m.lora_rank,
+        "chat_format": m.chat_format,
+        "identity": model_identity(model, trained),
+    }
+
+
+def build_report(result: TaskResult, *, data: dict[str, Any], model: dict[str, Any], generation: dict | None,
+                 limit: int = 0) -> dict[str, Any]:
+    return {
+        "task": result.task,
+        "prompt": result.prompt,
+        "metric": result.metric,
+        "scores": result.scores,
+        "generation": generation,
+        "data": data,
+        "model": model,
+        "limit": limit,
+        "versions": library_versions(),
+        "results_file": None,
+        "predictions": result.predictions,
+    }
+
+
+def results_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}.results.json")
+
+
+def write_report(report: dict[str, Any], result: TaskResult, out: str | Path) -> Path | None:
+    """Write the report to ``out`` and, when the task has one, the official result file beside it
+    (returned)."""
+    out = Path(out)
+    path = None
+    if result.official_format is not None:
+        path = results_path(out)
+        RESULT_WRITERS[result.official_format](result.official, path)
+        report = {**report, "results_file": path.name, "results_format": result.official_format}
+    write_json_atomic(report, out, indent=1)
+    return path
