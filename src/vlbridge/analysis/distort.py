@@ -1,4 +1,4 @@
-"""Visual knowledge distortion (MemVP paper, section 5): zero the memory entries the question responds to
+"""Visual knowledge distortion (MemVP paper, analyses): zero the memory entries the question responds to
 most, and see whether the answer changes.
 
 "Zero an entry" is ours in detail: the visual part f(z_j) of slot j becomes 0 in both its key and value,

@@ -1,4 +1,4 @@
-"""Visual knowledge locating (MemVP paper, section 5): which image regions a text token reads.
+"""Visual knowledge locating (MemVP paper, analyses): which image regions a text token reads.
 
 For text token t at memory layer l, the response to visual slot j is ``phi(<x_t, lam f(z_j)>)``: the
 activation of slot j's key in the FFN's memory, with x the FFN's (normalised) input, keeping only the
