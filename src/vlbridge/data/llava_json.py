@@ -113,7 +113,7 @@ def parse_record(record: Any, *, index: int, file: str | Path, image_root: Path)
         if not isinstance(turn, dict):
             raise DataError(f"turn must be an object, got {type(turn).__name__}", field=field, **where)
         role = turn.get("from")
-        if role not in ROLE_FROM_LLAVA:
+        if not isinstance(role, str) or role not in ROLE_FROM_LLAVA:  # a list or dict is unhashable
             raise DataError(f"role must be one of {list(ROLE_FROM_LLAVA)}, got {role!r}",
                             field=f"{field}.from", **where)
         expected = "human" if position % 2 == 0 else "gpt"
