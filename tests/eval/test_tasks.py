@@ -1,0 +1,149 @@
+"""The generative tasks as pure functions of the answers: known answers give known scores, each answer is
+scored against its own item, and bad input fails before any generation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from vlbridge.data.llava_json import read_llava_json
+from vlbridge.data.sample import IMAGE_PLACEHOLDER
+from vlbridge.datasets.coco import read_coco_captions
+from vlbridge.datasets.scienceqa import read_scienceqa
+from vlbridge.datasets.vqav2 import read_vqav2
+from vlbridge.errors import ConfigError, DataError
+from vlbridge.eval.caption import evaluate_captions
+from vlbridge.eval.llava_data import evaluate_llava_samples
+from vlbridge.eval.multiple_choice import evaluate_multiple_choice
+from vlbridge.eval.tasks import TASKS, get_task
+from vlbridge.eval.vqa import evaluate_vqa
+from vlbridge.metrics.caption import caption_scores
+
+
+def never_called(samples):
+    raise AssertionError("generation must not start on bad input")
+
+
+@pytest.fixture(scope="module")
+def captions(shapes):
+    return read_coco_captions(shapes / "coco" / "captions_train.json", shapes / "images")
+
+
+@pytest.fixture(scope="module")
+def questions(shapes, manifest):
+    files = manifest["files"]["vqav2"]
+    return read_vqav2(shapes / files["questions"]["train"], shapes / files["annotations"]["train"],
+                      image_dir=shapes / files["image_dir"], image_pattern=files["image_file_pattern"])
+
+
+def test_registry_lists_the_tasks():
+    assert sorted(TASKS) == ["caption", "multiple-choice", "retrieval", "vqa"]
+    with pytest.raises(ConfigError, match=r"unknown evaluation task 'captions'; valid: \['caption'"):
+        get_task("captions")
+
+
+def test_caption_scores_are_the_toolkit_scores_of_each_images_own_prediction(captions):
+    seen = []
+
+    def answer(prompts):
+        seen.extend(prompts)
+        # even images get their own first reference, odd ones a wrong caption
+        return [p.meta["answers"][0] if p.meta["image_id"] % 2 == 0 else "a dog on a sofa" for p in prompts]
+
+    result = evaluate_captions(answer, captions)
+    predictions = {s.meta["image_id"]: s.meta["answers"][0] if s.meta["image_id"] % 2 == 0 else "a dog on a sofa"
+                   for s in captions}
+    expected = caption_scores({s.meta["image_id"]: s.meta["answers"] for s in captions}, predictions)
+    assert {k: result.scores[k] for k in expected["corpus"]} == expected["corpus"]
+    assert result.scores["num_images"] == len(captions) == len(seen)
+    assert [item["image_id"] for item in result.predictions] == [s.meta["image_id"] for s in captions]
+    for item in result.predictions:
+        assert item["prediction"] == predictions[item["image_id"]]
+        assert item["scores"] == expected["per_image"][item["image_id"]]
+    assert result.official == predictions and result.official_format == "caption"
+    assert all(p.turns[0].text == f"{IMAGE_PLACEHOLDER}\n{result.prompt}" and len(p.turns) == 1 and p.image.is_file()
+               for p in seen)
+
+
+def test_custom_caption_prompt_is_used_and_recorded(captions):
+    seen = []
+    result = evaluate_captions(lambda ps: seen.extend(ps) or ["a circle"] * len(ps), captions[:3], "a photo of")
+    assert result.prompt == "a photo of" and seen[0].turns[0].text == f"{IMAGE_PLACEHOLDER}\na photo of"
+
+
+def test_vqa_accuracy_counts_exactly_the_right_answers(questions):
+    right = {s.meta["question_id"] for s in questions[::3]}
+
+    def answer(prompts):
+        return [p.meta["answers"][0] if p.meta["question_id"] in right else "purple elephant" for p in prompts]
+
+    result = evaluate_vqa(answer, questions)
+    assert result.scores["overall_unrounded"] == pytest.approx(100 * len(right) / len(questions))
+    assert result.scores["num_questions"] == len(questions)
+    assert result.metric["version"] == "current"
+    for item in result.predictions:
+        assert item["accuracy"] == (100.0 if item["question_id"] in right else 0.0)
+        assert result.official[item["question_id"]] == item["prediction"]
+    assert evaluate_vqa(answer, questions, version="2017").metric["version"] == "2017"
+
+
+def test_vqa_errors_come_before_generation(questions, shapes, manifest):
+    with pytest.raises(ConfigError, match=r"unknown VQA evaluation version '2019'"):
+        evaluate_vqa(never_called, questions, version="2019")
+    unanswered = read_vqav2(shapes / manifest["files"]["vqav2"]["questions"]["train"], image_dir=shapes / "images",
+                            image_pattern=manifest["files"]["vqav2"]["image_file_pattern"])
+    with pytest.raises(DataError, match=r"field 'meta.answers': no human answers: VQA scoring needs the annotations"):
+        evaluate_vqa(never_called, unanswered)
+    coco_named = read_vqav2(shapes / manifest["files"]["vqav2"]["questions"]["train"],
+                            shapes / manifest["files"]["vqav2"]["annotations"]["train"], image_dir=shapes / "images")
+    with pytest.raises(DataError, match=r"field 'image': image file .*COCO_val2014_000000000000.jpg not found \(40 of 40"):
+        evaluate_vqa(never_called, coco_named)
+    with pytest.raises(DataError, match="question id .* appears twice"):
+        evaluate_vqa(never_called, [questions[0], questions[0]])
+    with pytest.raises(DataError, match="no questions to evaluate"):
+        evaluate_vqa(never_called, [])
+
+
+def test_answer_function_must_give_one_string_per_prompt(questions):
+    with pytest.raises(ValueError, match="4 prompts but 3 answers"):
+        evaluate_vqa(lambda ps: ["yes"] * (len(ps) - 1), questions[:4])
+
+
+def test_multiple_choice_parses_both_conventions_with_scienceqa_breakdown(shapes):
+    samples = read_scienceqa(shapes / "scienceqa", "train")
+    letters = "ABCDE"
+    replies = {}
+    for k, s in enumerate(samples):
+        right, wrong = s.meta["answer_index"], (s.meta["answer_index"] + 1) % len(s.meta["choices"])
+        replies[s.id] = [f"The answer is {letters[right]}.", letters[right], f"({letters[wrong]})", "not sure"][k % 4]
+    result = evaluate_multiple_choice(lambda ps: [replies[p.id] for p in ps], samples)
+    correct = sum(1 for k in range(len(samples)) if k % 4 < 2)
+    assert result.scores["accuracy"]["average"] == pytest.approx(100 * correct / len(samples))
+    assert result.scores["accuracy"]["IMG"] == result.scores["accuracy"]["average"]  # every Shapes problem has one
+    assert result.scores["num_unparsed"] == sum(1 for k in range(len(samples)) if k % 4 == 3)
+    for k, item in enumerate(result.predictions):
+        assert item["prediction"] == replies[item["id"]] and item["correct"] == (k % 4 < 2)
+        assert item["choice"] == (None if k % 4 == 3 else item["answer_index"] if k % 4 < 2
+                                  else (item["answer_index"] + 1) % len(samples[k].meta["choices"]))
+    letter_only = evaluate_multiple_choice(lambda ps: [replies[p.id] for p in ps], samples, convention="letter")
+    assert letter_only.scores["accuracy"]["average"] < result.scores["accuracy"]["average"]
+    with pytest.raises(ConfigError, match="unknown answer convention 'last'"):
+        evaluate_multiple_choice(never_called, samples, convention="last")
+    broken = dataclasses.replace(samples[0], meta={**samples[0].meta, "answer_index": 7})
+    with pytest.raises(DataError, match=r"field 'meta.answer_index': answer_index 7 is not an index"):
+        evaluate_multiple_choice(never_called, [broken])
+
+
+def test_llava_file_scores_each_task_its_own_way(shapes):
+    samples = [s for task in ("short", "mc", "caption") for s in read_llava_json(shapes / f"train_{task}.json")]
+    result = evaluate_llava_samples(lambda ps: [p.answer for p in ps], samples)
+    assert result.scores["short"]["exact_match"] == 100.0 and result.scores["short"]["vqa_accuracy"] == 100.0
+    assert result.scores["mc"]["accuracy"] == 100.0
+    captions = [s for s in samples if s.meta["task"] == "caption"]
+    expected = caption_scores({s.id: s.meta["answers"] for s in captions}, {s.id: s.answer for s in captions})
+    assert {k: result.scores["caption"][k] for k in expected["corpus"]} == expected["corpus"]
+    assert [item["id"] for item in result.predictions] == [s.id for s in samples]
+    odd = dataclasses.replace(samples[0], meta={**samples[0].meta, "task": "essay"})
+    with pytest.raises(DataError, match=r"field 'meta.task': unknown task 'essay'"):
+        evaluate_llava_samples(never_called, [odd])
