@@ -4,6 +4,7 @@ scored against its own item, and bad input fails before any generation."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -147,3 +148,13 @@ def test_llava_file_scores_each_task_its_own_way(shapes):
     odd = dataclasses.replace(samples[0], meta={**samples[0].meta, "task": "essay"})
     with pytest.raises(DataError, match=r"field 'meta.task': unknown task 'essay'"):
         evaluate_llava_samples(never_called, [odd])
+
+
+def test_llava_file_with_a_missing_image_fails_before_generation(shapes, tmp_path):
+    records = json.loads((shapes / "train_short.json").read_text())[:3]
+    records[1]["image"] = "images/missing.png"
+    path = tmp_path / "short.json"
+    path.write_text(json.dumps(records))
+    samples = read_llava_json(path, image_root=shapes)
+    with pytest.raises(DataError, match=rf"record '{records[1]['id']}', field 'image': image file .*missing.png not found"):
+        evaluate_llava_samples(never_called, samples)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from vlbridge.data.sample import Sample
 from vlbridge.errors import DataError
-from vlbridge.eval.result import Answer, TaskResult, answer_all, require_items
+from vlbridge.eval.result import Answer, TaskResult, answer_all, require_images, require_items
 from vlbridge.eval.scoring import score_predictions
 from vlbridge.metrics.caption import caption_scores
 
@@ -35,6 +35,7 @@ def evaluate_llava_samples(answer: Answer, samples: Sequence[Sample]) -> TaskRes
             raise DataError(f"unknown task {task!r}; valid: {list(SAMPLE_TASKS)}", file=s.source or None,
                             record=s.id, field="meta.task")
         by_task.setdefault(task, []).append(i)
+    require_images([s for s in samples if s.image is not None])
     predictions = answer_all(answer, list(samples))
     scores = {}
     for task, indices in by_task.items():
