@@ -13,16 +13,6 @@ from vlbridge.train.recipe import load_recipe
 from vlbridge.train.trainer import train
 
 
-@pytest.fixture(scope="module")
-def shapes_dir(tmp_path_factory):
-    from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
-    from vlbridge.data.shapes_export import export_shapes
-
-    folder = tmp_path_factory.mktemp("shapes")
-    export_shapes(generate_shapes(ShapesConfig(n=20, seed=1, image_size=56)), folder, ["llava"])
-    return folder
-
-
 def tiny_recipe(tmp_path, shapes_dir, llm, vision, *extra):
     return load_recipe(None, [
         f"model.language_model={llm}", f"model.vision_encoder={vision}", "model.vision_layer=-1",
