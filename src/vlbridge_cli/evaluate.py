@@ -42,41 +42,47 @@ def add_arguments(parser) -> None:
     # dest run_dir: `run` is the attribute the dispatcher stores this module's run() in
     source.add_argument("--run", dest="run_dir", metavar="RUN",
                         help="a run folder (or checkpoint folder) written by vlbridge train")
-    source.add_argument("--recipe", help="a recipe: evaluate its model untrained (the bridge's random init)")
+    source.add_argument("--recipe", metavar="FILE",
+                        help="a recipe: evaluate its model untrained (the bridge's random init)")
     parser.add_argument("--task", choices=TASK_NAMES, default=None,
                         help="caption | vqa | multiple-choice | retrieval; without it, --data FILE.json is evaluated "
                              "with each sample's own prompt and meta.task (short | mc | caption)")
-    parser.add_argument("--data", help="LLaVA-format JSON with reference answers (no --task)")
-    parser.add_argument("--images", "--image-root", dest="images",
+    parser.add_argument("--data", metavar="FILE", help="LLaVA-format JSON with reference answers (no --task)")
+    parser.add_argument("--images", "--image-root", dest="images", metavar="DIR",
                         help="image folder: --data: what its image paths are relative to (default: the JSON's "
-                             "folder); --coco and --vqa: the folder holding the images; --karpathy: the root its "
+                             "folder); --coco and vqa: the folder holding the images; --karpathy: the root its "
                              "filepath/filename entries are relative to")
-    parser.add_argument("--coco", help="caption/retrieval: official COCO caption annotations (captions_val2014.json)")
-    parser.add_argument("--karpathy", help="caption/retrieval: Karpathy's split file (dataset_coco.json)")
+    parser.add_argument("--coco", metavar="FILE",
+                        help="caption/retrieval: official COCO caption annotations (captions_val2014.json)")
+    parser.add_argument("--karpathy", metavar="FILE",
+                        help="caption/retrieval: Karpathy's split file (dataset_coco.json)")
     parser.add_argument("--split", help="--karpathy: train | restval | val | test; --scienceqa: a split of "
                                         "pid_splits.json (default: test)")
-    parser.add_argument("--questions", help="vqa: official questions JSON")
-    parser.add_argument("--annotations", help="vqa: official annotations JSON (the 10 human answers)")
-    parser.add_argument("--image-pattern",
+    parser.add_argument("--questions", metavar="FILE", help="vqa: official questions JSON")
+    parser.add_argument("--annotations", metavar="FILE", help="vqa: official annotations JSON (the 10 human answers)")
+    parser.add_argument("--image-pattern", metavar="PATTERN",
                         help="vqa: image file name inside --images, from {image_id} (default: COCO's "
                              "'COCO_val2014_{image_id:012d}.jpg'; Shapes exports: 'shapes_{image_id:06d}.png')")
     parser.add_argument("--vqa-version", choices=["current", "2017"],
                         help="vqa: official evaluation code: current (GT-Vision-Lab/VQA today, default) or 2017 "
                              "(the code LAVIS copied)")
-    parser.add_argument("--scienceqa", help="multiple-choice: ScienceQA folder (problems.json, pid_splits.json, images/)")
+    parser.add_argument("--scienceqa", metavar="ROOT",
+                        help="multiple-choice: ScienceQA folder (problems.json, pid_splits.json, images/)")
     parser.add_argument("--scienceqa-captions", action="store_true",
                         help="multiple-choice: add captions.json's image caption to the context (LLaVA, MemVP)")
     parser.add_argument("--answer-convention", choices=["auto", "letter", "answer_is"],
                         help="multiple-choice: how answers are parsed: a bare letter, 'The answer is X', or auto "
                              "(letter, then 'The answer is'; default)")
-    parser.add_argument("--prompt", help="replace the task's prompt template (fields in {braces}: vqa {question}; "
-                                         "multiple-choice {question} {context} {options}); recorded in the report")
-    parser.add_argument("--max-new-tokens", type=int,
+    parser.add_argument("--prompt", metavar="TEMPLATE",
+                        help="replace the task's prompt template (fields in {braces}: vqa {question}; "
+                             "multiple-choice {question} {context} {options}); recorded in the report")
+    parser.add_argument("--max-new-tokens", type=int, metavar="N",
                         help="generation length (default: the task's: caption 30, vqa 10, multiple-choice 10; "
                              "--data: the recipe's eval.max_new_tokens)")
-    parser.add_argument("--limit", type=int, default=0,
+    parser.add_argument("--limit", type=int, default=0, metavar="N",
                         help="evaluate only the first N items (images, questions, samples; 0 = all)")
-    parser.add_argument("--out", default=None, help="report JSON (default: RUN/eval-<task>-<data>.json)")
+    parser.add_argument("--out", default=None, metavar="FILE",
+                        help="report JSON (default: RUN/eval-<task>-<data>.json)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key, e.g. --set eval.batch_size=32")
 
@@ -123,7 +129,8 @@ def _caption_data(args):
         return samples, {"coco": args.coco, "images": args.images}, Path(args.coco).stem
     split = args.split or "test"
     samples = read_karpathy_split(args.karpathy, split, image_root=args.images)
-    return samples, {"karpathy": args.karpathy, "split": split, "images": args.images}, f"{Path(args.karpathy).stem}-{split}"
+    record = {"karpathy": args.karpathy, "split": split, "images": args.images}
+    return samples, record, f"{Path(args.karpathy).stem}-{split}"
 
 
 def load_data(args):
@@ -193,7 +200,8 @@ def _answerer(built, recipe, settings):
 
 
 def _retrieve(built, recipe, samples):
-    from vlbridge.eval.retrieval import MAX_TEXT_TOKENS, evaluate_retrieval, find_embedder, text_tokenizer_for, tokenize_texts
+    from vlbridge.eval.retrieval import (MAX_TEXT_TOKENS, evaluate_retrieval, find_embedder, text_tokenizer_for,
+                                         tokenize_texts)
     from vlbridge.train.trainer import image_loader
 
     embedder = find_embedder(built.model.bridge, recipe.model.bridge)
@@ -217,7 +225,8 @@ def summary(result) -> dict:
     """The headline numbers printed to the terminal (the report has everything)."""
     s = result.scores
     if result.task == "vqa":
-        return {k: s[k] for k in ("overall", "per_answer_type", "num_questions")} | {"version": result.metric["version"]}
+        headline = {k: s[k] for k in ("overall", "per_answer_type", "num_questions")}
+        return headline | {"version": result.metric["version"]}
     if result.task == "multiple-choice":
         return {"accuracy": s["accuracy_rounded"], "num_unparsed": s["num_unparsed"]}
     return s

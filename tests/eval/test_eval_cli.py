@@ -224,3 +224,10 @@ def test_missing_image_files_are_found_before_generation(shapes, manifest, recip
                     "--annotations", shapes / files["annotations"]["train"], "--images", shapes / "images")
     assert code == 2
     assert "COCO_val2014_000000000000.jpg not found (40 of 40 items' images are missing)" in capsys.readouterr().err
+
+
+def test_cli_task_names_are_the_registrys():
+    from vlbridge.eval.tasks import TASKS
+    from vlbridge_cli import evaluate
+
+    assert sorted(evaluate.TASK_NAMES) == sorted(TASKS) == sorted(k for k in evaluate.TASK_OPTIONS if k)

@@ -61,7 +61,8 @@ def test_oracle_embedder_finds_everything(captions):
     texts = result.predictions["texts"]
     assert result.scores["num_texts"] == len(texts) == sum(len(s.meta["answers"]) for s in captions)
     assert all(t["rank"] == 1 and t["top_images"][0] == t["image_id"] for t in texts)
-    assert all(image["rank"] == 1 and image["top_texts"][0] in image["captions"] for image in result.predictions["images"])
+    images = result.predictions["images"]
+    assert all(image["rank"] == 1 and image["top_texts"][0] in image["captions"] for image in images)
 
 
 def test_shifted_embedder_gives_known_ranks(captions):

@@ -98,7 +98,7 @@ def test_vqa_errors_come_before_generation(questions, shapes, manifest):
         evaluate_vqa(never_called, unanswered)
     coco_named = read_vqav2(shapes / manifest["files"]["vqav2"]["questions"]["train"],
                             shapes / manifest["files"]["vqav2"]["annotations"]["train"], image_dir=shapes / "images")
-    with pytest.raises(DataError, match=r"field 'image': image file .*COCO_val2014_000000000000.jpg not found \(40 of 40"):
+    with pytest.raises(DataError, match=r"'image': image file .*COCO_val2014_000000000000.jpg not found \(40 of 40"):
         evaluate_vqa(never_called, coco_named)
     with pytest.raises(DataError, match="question id .* appears twice"):
         evaluate_vqa(never_called, [questions[0], questions[0]])
@@ -156,5 +156,5 @@ def test_llava_file_with_a_missing_image_fails_before_generation(shapes, tmp_pat
     path = tmp_path / "short.json"
     path.write_text(json.dumps(records))
     samples = read_llava_json(path, image_root=shapes)
-    with pytest.raises(DataError, match=rf"record '{records[1]['id']}', field 'image': image file .*missing.png not found"):
+    with pytest.raises(DataError, match=rf"record '{records[1]['id']}', field 'image': .*missing.png not found"):
         evaluate_llava_samples(never_called, samples)

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from vlbridge.data.sample import Sample
 from vlbridge.errors import DataError
-from vlbridge.eval.result import Answer, TaskResult, answer_all, prompt_only, require_images, require_items, require_meta
+from vlbridge.eval.result import (Answer, TaskResult, answer_all, prompt_only, require_images, require_items,
+                                  require_meta)
 from vlbridge.eval.task_prompts import check_template, render_prompt
 from vlbridge.metrics.caption import METRIC_NAMES, caption_scores
 

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from vlbridge.data.sample import Sample
 from vlbridge.errors import ConfigError, DataError
-from vlbridge.eval.result import Answer, TaskResult, answer_all, prompt_only, require_images, require_items, require_meta
+from vlbridge.eval.result import (Answer, TaskResult, answer_all, prompt_only, require_images, require_items,
+                                  require_meta)
 from vlbridge.eval.task_prompts import check_template, render_prompt
 from vlbridge.metrics.multiple_choice import PARSE_CONVENTIONS, MCQuestion, mc_scores
 from vlbridge.prompts.scienceqa import context_text, options_text

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from vlbridge.data.sample import Sample
 from vlbridge.errors import ConfigError, DataError
-from vlbridge.eval.result import Answer, TaskResult, answer_all, prompt_only, require_images, require_items, require_meta
+from vlbridge.eval.result import (Answer, TaskResult, answer_all, prompt_only, require_images, require_items,
+                                  require_meta)
 from vlbridge.eval.task_prompts import check_template, render_prompt
 from vlbridge.metrics.vqa import VQA_EVAL_VERSIONS, VQAQuestion, vqa_scores
 
