@@ -173,7 +173,9 @@ def test_retrieval_scores_come_from_the_bridges_embeddings(shapes, recipe_file, 
     texts = [t for s in samples for t in s.meta["answers"]]
     owners = [i for i, s in enumerate(samples) for _ in s.meta["answers"]]
     with torch.no_grad():
-        images = embedder.embed_images(encoder(PixelImages(encoder.preprocess)(samples).pixel_values).grid)
+        grid = torch.cat([encoder(PixelImages(encoder.preprocess)(samples[i:i + 8]).pixel_values).grid
+                          for i in range(0, len(samples), 8)])  # the recipe's eval.batch_size, as the CLI
+        images = embedder.embed_images(grid)
         encoded = probe_bridge(texts, padding=True, truncation=True, max_length=35, return_tensors="pt")
         words = embedder.embed_texts(encoded["input_ids"], encoded["attention_mask"])
     expected = recall_at_k(images @ words.t(), owners)
