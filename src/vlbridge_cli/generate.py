@@ -9,7 +9,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--image", required=True, help="image file (any format Pillow reads)")
     parser.add_argument("--prompt", required=True, help="the question or instruction")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--run", help="a run folder written by vlbridge train")
+    source.add_argument("--run", dest="run_dir", help="a run folder written by vlbridge train")
     source.add_argument("--recipe", help="a recipe to build an untrained model from (default: built-in defaults)")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="maximum tokens to generate")
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
@@ -29,8 +29,8 @@ def run(args) -> int:
     from vlbridge.train.checkpoint import load_run
     from vlbridge.train.recipe import load_recipe
 
-    if args.run:
-        built, _ = load_run(args.run)
+    if args.run_dir:
+        built, _ = load_run(args.run_dir)
     else:
         built = build_model(load_recipe(args.recipe).model)
     sample = Sample("cli", (Turn("user", f"{IMAGE_PLACEHOLDER}\n{args.prompt}"),), image=Path(args.image),

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
-from vlbridge.data.prompts import LETTERS
 from vlbridge.data.sample import Sample
 from vlbridge.errors import DataError
+from vlbridge.metrics.multiple_choice import parse_choice
 from vlbridge.metrics.vqa import vqa_accuracy
 from vlbridge.metrics.vqa_normalize import normalize_answer
 
@@ -19,20 +18,6 @@ def normalised(text: str) -> str:
 
 def exact_match(prediction: str, answers: list[str]) -> float:
     return float(normalised(prediction) in {normalised(a) for a in answers})
-
-
-_LETTER = re.compile(r"^\(?([A-Z])\)?(?:[.:)\s]|$)")
-_ANSWER_IS = re.compile(r"answer is \(?([A-Z])\)?", re.IGNORECASE)
-
-
-def parse_choice(text: str, num_choices: int) -> int | None:
-    """Option index from a bare letter ("B", "(B)", "B.") or "The answer is B."; None if unparseable."""
-    text = text.strip()
-    match = _ANSWER_IS.search(text) or _LETTER.match(text)
-    if not match:
-        return None
-    index = LETTERS.index(match.group(1).upper())
-    return index if index < num_choices else None
 
 
 def _answers(sample: Sample) -> list[str]:
