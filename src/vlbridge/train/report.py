@@ -37,13 +37,14 @@ def activation_bytes(shape: LMShape, tokens: int, logit_positions: int, *, bytes
     Per token and decoder layer, with frozen weights (a frozen linear needs no saved input): both
     norms' inputs (2d), attention's q, k, v and output (4·H·h; k and v counted at full head count, as
     when they are repeated for grouped-query attention), and the FFN's nonlinearity: gate, silu(gate)
-    and up for SwiGLU (3D), the pre-activation for a plain FFN (D). Trained weights also keep their
-    linears' inputs and the norms' normalised values (4d + D). A MemVP memory layer keeps its input
+    and up for SwiGLU (3D); four D-wide tensors for a plain FFN with GPT-2's tanh GELU, as Hugging Face
+    writes it (4D). Trained weights also keep their linears' inputs and the norms' normalised values
+    (4d + D). Dropout masks inside the LM are not counted. A MemVP memory layer keeps its input
     and the slot activations before and after dropout (d + 2M), and the keys and values once (2·M·d per
     image row, ``memory_rows``). The head keeps the log-softmax of every logit position (V, float32) and
     the final norm's input (d)."""
     d, D, q = shape.width, shape.ffn_width, shape.heads * shape.head_dim
-    per_token = 2 * d + 4 * q + (3 * D if shape.gated else D)
+    per_token = 2 * d + 4 * q + (3 * D if shape.gated else 4 * D)
     if weights_train:
         per_token += 4 * d + D
     layers = tokens * shape.layers * per_token + tokens * memory_layers * (d + 2 * memory_slots)
