@@ -9,6 +9,7 @@ Before timing, outputs are checked equal in eval mode.
 
     python benchmarks/qformer_vs_hf.py                      # BLIP-2 size and MiniLM size
     python benchmarks/qformer_vs_hf.py --configs minilm --repeats 10
+    python benchmarks/qformer_vs_hf.py --threads 1 --clock cpu   # on a machine busy with other work
 """
 
 from __future__ import annotations
@@ -69,12 +70,12 @@ def runners(config, ours, hf, emb, batch, n, length, mode):
     return run_ours, run_hf
 
 
-def step(run, params) -> float:
+def step(run, params, clock=time.perf_counter) -> float:
     for p in params:
         p.grad = None
-    start = time.perf_counter()
+    start = clock()
     run().square().mean().backward()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def main() -> None:
@@ -85,9 +86,13 @@ def main() -> None:
                         help="queries only, or queries + text")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per model (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall time, or this process's CPU time (steadier on a busy machine; use --threads 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads")
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads, "
+          f"{args.clock} clock, min/median of {args.repeats} forward+backward steps (seconds)")
     print(f"{'config':8} {'mode':8} {'ours min':>9} {'HF min':>9} {'ours med':>9} {'HF med':>9} {'ratio(min)':>10}")
     for name in args.configs:
         config, batch, n, length = CONFIGS[name]
@@ -106,8 +111,8 @@ def main() -> None:
             step(run_ours, params), step(run_hf, params)  # warm-up
             times = {"ours": [], "hf": []}
             for _ in range(args.repeats):
-                times["ours"].append(step(run_ours, params))
-                times["hf"].append(step(run_hf, params))
+                times["ours"].append(step(run_ours, params, clock))
+                times["hf"].append(step(run_hf, params, clock))
             o, h = min(times["ours"]), min(times["hf"])
             print(f"{name:8} {mode:8} {o:9.3f} {h:9.3f} {statistics.median(times['ours']):9.3f} "
                   f"{statistics.median(times['hf']):9.3f} {o / h:10.3f}", flush=True)
