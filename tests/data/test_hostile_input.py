@@ -13,7 +13,6 @@ import re
 import string
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,7 +110,8 @@ def test_every_image_loads_correctly_or_is_rejected_naming_record_and_file(tmp_p
         if fmt == "PNG":
             assert np.array_equal(np.asarray(loaded), expected_rgb(image))
         elif kind == "truncated":
-            assert np.array_equal(np.asarray(loaded), np.asarray(Image.open(io.BytesIO(encode(image, fmt))).convert("RGB")))
+            whole = Image.open(io.BytesIO(encode(image, fmt))).convert("RGB")
+            assert np.array_equal(np.asarray(loaded), np.asarray(whole))
 
 
 # --- records ---------------------------------------------------------------------------------------

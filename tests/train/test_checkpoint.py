@@ -57,11 +57,14 @@ def test_checkpoint_is_safetensors_json_yaml_with_identity_and_versions(saved):
     assert oct(os.stat(folder).st_mode & 0o777) != oct(0o700)  # a published folder, not a private temp dir
 
 
-def test_bridge_only_checkpoint_loads_onto_the_same_lm_from_another_folder(saved, tmp_path, tiny_llama_dir, monkeypatch):
+def refuse(*args, **kwargs):
+    raise AssertionError("something was unpickled")
+
+
+def test_bridge_only_checkpoint_loads_onto_the_same_lm_from_another_folder(saved, tmp_path, tiny_llama_dir,
+                                                                           monkeypatch):
     folder, trained = saved
     copy = shutil.copytree(tiny_llama_dir, tmp_path / "my copy of the lm")
-    def refuse(*args, **kwargs):
-        raise AssertionError("something was unpickled")
     for target, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")):
         monkeypatch.setattr(target, name, refuse)
     built, recipe = load_run(folder, [f"model.language_model={copy}"])
@@ -70,13 +73,22 @@ def test_bridge_only_checkpoint_loads_onto_the_same_lm_from_another_folder(saved
     assert set(reloaded) == set(trained) and all(torch.equal(reloaded[k], trained[k]) for k in trained)
 
 
-@pytest.mark.parametrize("override, says", [
-    ("model.language_model={other_llama}", r"language model: differs in \['fingerprint'\]; the checkpoint was trained on .*tiny_llama"),
-    ("model.language_model={gpt2}", r"language model: differs in \['architecture', 'fingerprint'\]; .*\(architecture llama, width 64.*\(architecture gpt2, width 64"),
+MISMATCHES = [
+    ("model.language_model={other_llama}",
+     r"language model: differs in \['fingerprint'\]; the checkpoint was trained on .*tiny_llama"),
+    ("model.language_model={gpt2}",
+     r"language model: differs in \['architecture', 'fingerprint'\]; .*\(architecture llama, width 64"
+     r".*\(architecture gpt2, width 64"),
     ("model.vision_layer=-2", r"vision encoder: differs in \['layer'\]"),
-    ("model.bridge_options={{hidden: 32}}", r"bridge: the checkpoint has 'llava' with options \{\}, this model 'llava' with options \{'hidden': 32\}(.|\n)*shape \(checkpoint vs model\) \['bridge.connector"),
-    ("model.bridge=memvp", r"bridge: the checkpoint has 'llava'(.|\n)*trained tensors: missing \['bridge.injection.p_k', 'bridge.injection.p_v'\]"),
-])
+    ("model.bridge_options={{hidden: 32}}",
+     r"bridge: the checkpoint has 'llava' with options \{\}, this model 'llava' with options \{'hidden': 32\}"
+     r"(.|\n)*shape \(checkpoint vs model\) \['bridge.connector"),
+    ("model.bridge=memvp",
+     r"bridge: the checkpoint has 'llava'(.|\n)*trained tensors: missing \['bridge.injection.p_k', 'bridge.injection.p_v'\]"),
+]
+
+
+@pytest.mark.parametrize("override, says", MISMATCHES)
 def test_a_mismatched_model_is_refused_saying_what_differs(saved, other_llama_dir, tiny_gpt2_dir, override, says):
     folder, _ = saved
     override = override.format(other_llama=other_llama_dir, gpt2=tiny_gpt2_dir)

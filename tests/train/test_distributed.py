@@ -41,7 +41,8 @@ def test_two_processes_train_the_same_parameters_as_one(tmp_path, make_recipe):
     processes = {}
     for name, launcher in launches.items():  # per process batch 2 x 2 processes = one process's batch 4
         recipe = make_recipe(*common, "train.batch_size=2", f"train.output_dir={tmp_path / name}")
-        command = launcher + ["-m", "vlbridge_cli.main", "train", str(make_recipe.write(recipe, tmp_path / f"{name}.yaml"))]
+        recipe_file = make_recipe.write(recipe, tmp_path / f"{name}.yaml")
+        command = launcher + ["-m", "vlbridge_cli.main", "train", str(recipe_file)]
         processes[name] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                            env=os.environ | {"OMP_NUM_THREADS": "1"})
     threads = torch.get_num_threads()

@@ -14,13 +14,19 @@ from contextlib import nullcontext
 
 import torch
 
+from vlbridge.errors import ConfigError
+
 
 def make_accelerator():
     from accelerate import Accelerator
 
     # Without a GPU (or other accelerator device) Accelerate only forms a process group, over gloo, when
     # told cpu=True; with one, it picks its device and backend (NCCL on CUDA) itself.
-    return Accelerator(cpu=not torch.accelerator.is_available())
+    accelerator = Accelerator(cpu=not torch.accelerator.is_available())
+    if is_fsdp(accelerator) and accelerator.state.fsdp_plugin.fsdp_version != 1:
+        raise ConfigError("FSDP version 2 is not supported by the trainer yet (generation during training needs "
+                          "FSDP1's summon_full_params); launch with --fsdp_version 1 --fsdp_use_orig_params true")
+    return accelerator
 
 
 class OnDevice:
