@@ -33,8 +33,8 @@ from vlbridge.eval.scoring import score_predictions
 from vlbridge.image_inputs import CachedFeatures, PixelImages
 from vlbridge.train.checkpoint import META, load_trained_weights, model_identity, read_meta, save_weights
 from vlbridge.train.data_order import DataOrder, shard
-from vlbridge.train.distributed import (OnDevice, full_parameters, gather, load_optimizer_state, make_accelerator, reduce,
-                                        split_evenly, trained_weights)
+from vlbridge.train.distributed import (OnDevice, full_parameters, gather, load_optimizer_state, make_accelerator,
+                                        reduce, split_evenly, trained_weights)
 from vlbridge.train.guards import NONFINITE_POLICIES, BadRecords, NonFiniteError, is_finite, nonfinite_message
 from vlbridge.train.parameter_groups import apply_trainable
 from vlbridge.train.recipe import Recipe, load_recipe, save_recipe
@@ -106,7 +106,8 @@ def evaluate(built: Built, collator: Collator, samples, settings: GenerationSett
     else:
         part = split_evenly(list(samples), accelerator.process_index, world)
         with full_parameters(accelerator, wrapped):
-            local = generate_answers(built.model, built.tokenizer, OnDevice(collator, accelerator.device), part, settings)
+            local = generate_answers(built.model, built.tokenizer, OnDevice(collator, accelerator.device), part,
+                                     settings)
         predictions = gather(accelerator, local)
     return score_predictions(samples, predictions) | {"predictions": predictions}
 
@@ -136,7 +137,9 @@ def _prepare_output(out: Path, recipe: Recipe, resume: str | Path | None, world:
         raise ConfigError(f"--resume {run}: the run already finished ({run / 'final' / META} is at step "
                           f"{recipe.train.steps}); nothing to resume")
     checkpoint = latest_checkpoint(run)
-    return None if checkpoint is None else load_training_state(checkpoint, rank, world)
+    if checkpoint is None:  # stopped before its first step checkpoint: the same run is a fresh start
+        return None
+    return load_training_state(checkpoint, rank, world)
 
 
 def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | Path | None = None) -> dict:
@@ -160,7 +163,8 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
         recipe = dataclasses.replace(recipe, train=dataclasses.replace(cfg, output_dir=str(out)))
         cfg = recipe.train
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        if resume is None:
+            out.mkdir(parents=True, exist_ok=True)
         remove_partial(out)
     state = _prepare_output(out, recipe, resume, world, rank)
     if main:
@@ -240,6 +244,8 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
         history, start = list(state.history), state.step
         restore_rng(*state.rng)
         log(f"resumed {out} from {state.folder.name} at step {start}")
+    elif resume is not None:
+        log(f"{out} has no step checkpoint yet (train.save_every={cfg.save_every}): starting it again from step 0")
 
     def micro_batch(stage: str):
         samples = [train_set[i] for i in shard(order.next_global(), rank, world)]
