@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vlbridge.bridges.registry import BRIDGES
 from vlbridge.errors import ConfigError
 from vlbridge.train.state import latest_checkpoint, remove_partial
 from vlbridge.train.trainer import train
@@ -105,3 +107,17 @@ def test_a_torn_save_is_never_resumed_from(tmp_path):
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
     remove_partial(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-6"]
+
+
+@pytest.mark.parametrize("bridge", sorted(BRIDGES))
+def test_every_bridge_resumes_exactly(tmp_path, make_recipe, bridge):
+    """In process, for each registered bridge, with trainable adapters inside the vision encoder too."""
+    recipe = make_recipe(f"model.bridge={bridge}", "model.vision_adapter_dim=4", "train.save_every=2",
+                         "train.trainable=[bridge, vision_adapters]")
+    reference = train(recipe, log=lambda *_: None)
+    run = tmp_path / "run"
+    shutil.rmtree(run / "final")  # as if it had stopped some time after its checkpoint at step 2
+    resumed = train(recipe, resume=run, log=lambda *_: None)
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in reference["history"]]
+    assert all(torch.equal(p, reference["built"].model.trainable_state_dict()[k])
+               for k, p in resumed["built"].model.trainable_state_dict().items())
