@@ -111,7 +111,8 @@ def start_report(built, counts: dict, trainable_groups: list[str], collator, sam
     encoder_backward = 0 if cached_features else (2 if counts.get("vision", {}).get("trainable", 0) else
                                                    1 if counts.get("vision_adapters", {}).get("trainable", 0) else 0)
     # per sample: the LM always; the bridge and encoder for the share of samples that have an image
-    per_sample_train = lm * (3 if full_lm else 2) + lengths.with_image * (3 * (bridge or 0) + vision * (1 + encoder_backward))
+    per_sample_train = (lm * (3 if full_lm else 2)
+                        + lengths.with_image * (3 * (bridge or 0) + vision * (1 + encoder_backward)))
     step_samples = samples_per_micro_batch * micro_batches_per_step
     bytes_per_value = 2 if precision == "bf16" else 4
     activations = activation_bytes(
