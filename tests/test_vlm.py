@@ -83,3 +83,15 @@ def test_sampling_is_reproducible_with_a_seed(built, images):
     run = lambda: built.model.generate(prompts, max_new_tokens=5, do_sample=True, temperature=1.5, top_p=0.9,  # noqa: E731
                                        eos_token_id=eos, pad_token_id=eos, seed=3)
     assert torch.equal(run(), run())
+
+
+def test_blip2_bridge_gives_a_fixed_number_of_soft_tokens(tiny_llama_dir, tiny_dinov2_dir, images):
+    recipe = load_recipe(None, [f"model.language_model={tiny_llama_dir}", f"model.vision_encoder={tiny_dinov2_dir}",
+                                "model.vision_layer=-1", "model.bridge=blip2",
+                                "model.bridge_options={init: random, num_query_tokens: 8}"])
+    built = build_model(recipe.model)
+    assert built.image_tokens == 8
+    batch = collator(built, True)(samples(images))
+    out = built.model(batch)
+    out.loss_sum.backward()
+    assert built.model.bridge.connector.qformer.query_tokens.grad is not None

@@ -21,9 +21,7 @@ class Built:
     def image_tokens(self) -> int:
         """Sequence positions one image takes in the LM (for length limits)."""
         bridge = self.model.bridge
-        n = bridge.num_visual_inputs(self.model.vision_encoder.num_tokens)
-        n = getattr(bridge.connector, "num_output_tokens", n)  # resamplers emit a fixed number of tokens
-        return bridge.injection.visual_sequence_length(n)
+        return bridge.injection.visual_sequence_length(bridge.num_visual_tokens(self.model.vision_encoder.num_tokens))
 
 
 def add_lora(language_model: LanguageModel, config: ModelConfig) -> None:

@@ -6,6 +6,7 @@ slots to FFNs (METHODS.md section 0). Formulas and conventions: :mod:`vlbridge.f
 
 from __future__ import annotations
 
+from vlbridge.bridges.connectors.mlp import MLPProjector
 from vlbridge.flops import LMShape, lm_flops, projector_flops
 
 
@@ -20,14 +21,14 @@ def sample_flops(built, text_tokens: int, logit_positions: int = 1) -> dict[str,
     shape = LMShape.of(model.language_model)
     injection = model.bridge.injection
     grid_tokens = model.vision_encoder.num_tokens
-    n = model.bridge.num_visual_inputs(grid_tokens)
-    sequence = text_tokens + injection.visual_sequence_length(n)
+    n = model.bridge.num_visual_inputs(grid_tokens)  # vectors entering the connector
+    sequence = text_tokens + injection.visual_sequence_length(model.bridge.num_visual_tokens(grid_tokens))
     slots = getattr(injection, "num_slots", 0)
     memory_layers = len(injection.layers) if slots else None
     lm = lm_flops(shape, sequence, logit_positions, slots, memory_layers)
-    connector = 0
+    connector = 0  # closed form for MLP projectors only (the Q-Former's own cost: benchmarks/qformer_vs_hf.py)
     layers = [m for m in model.bridge.connector.modules() if m.__class__.__name__ == "Linear"]
-    if layers:
+    if layers and isinstance(model.bridge.connector, MLPProjector):
         dims = [(m.in_features, m.out_features) for m in layers]
         connector = projector_flops(dims[0][0], dims[-1][1], n, dims[0][1] if len(dims) == 2 else None, len(dims))
     return {"lm": lm, "text_only_lm": lm_flops(shape, text_tokens, logit_positions), "connector": connector,

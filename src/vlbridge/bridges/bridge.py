@@ -33,6 +33,10 @@ class Bridge(nn.Module):
         """How many feature vectors reach the connector for an encoder grid of ``grid_tokens``."""
         return 1 if self.features == "pooled" else grid_tokens // (self.pool * self.pool)
 
+    def num_visual_tokens(self, grid_tokens: int) -> int:
+        """Visual vectors the connector emits per image (resamplers emit a fixed number)."""
+        return getattr(self.connector, "num_output_tokens", None) or self.num_visual_inputs(grid_tokens)
+
     def pool_grid(self, grid: Tensor) -> Tensor:
         """(B, h*w, d_v) square grid -> (B, (h/k)*(w/k), d_v) by k x k average pooling (fewer visual
         tokens: the usual way to cut input-space cost, e.g. LLaVA-OneVision's 2x2 pooling)."""

@@ -14,6 +14,7 @@ from vlbridge.bridges.bridge import Bridge
 from vlbridge.bridges.connectors.mlp import MLPProjector
 from vlbridge.bridges.injections.input_space import InputSpaceInjection
 from vlbridge.bridges.memvp import MemVPOptions, build_memvp
+from vlbridge.bridges.qformer.bridge import Blip2Options, build_blip2
 from vlbridge.errors import ConfigError
 
 
@@ -36,6 +37,7 @@ def build_llava(vision_dim: int, language_model, options: LlavaOptions) -> Bridg
 # name -> (options dataclass, builder)
 BRIDGES: dict[str, tuple[type, Callable[..., Bridge]]] = {
     "llava": (LlavaOptions, build_llava),
+    "blip2": (Blip2Options, build_blip2),
     "memvp": (MemVPOptions, build_memvp),
 }
 

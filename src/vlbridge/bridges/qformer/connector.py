@@ -21,6 +21,11 @@ class QFormerConnector(nn.Module):
         self.qformer = qformer
         self.language_projection = language_projection  # Hugging Face Blip2ForConditionalGeneration name
 
+    @property
+    def num_output_tokens(self) -> int:
+        """Visual tokens per image, whatever the image size: the number of learned queries."""
+        return self.qformer.query_tokens.shape[1]
+
     def forward(self, features: Tensor, image_mask: Tensor | None = None) -> Tensor:
         queries = self.qformer(self.ln_vision(features), image_mask=image_mask).last_hidden_state  # (B, Q, H)
         return self.language_projection(queries.to(self.language_projection.weight.dtype))
