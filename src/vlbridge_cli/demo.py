@@ -22,7 +22,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bridges", default="llava,memvp",
                         help="comma-separated bridge presets to train and compare (default: llava,memvp)")
     parser.add_argument("--scenes", type=int, default=400, help="Shapes scenes to generate, 80 %% for training")
-    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per bridge")
+    parser.add_argument("--steps", type=int, default=80, help="optimizer steps per bridge")
     parser.add_argument("--batch-size", type=int, default=8, help="samples per step")
     parser.add_argument("--eval-samples", type=int, default=100, help="test questions scored before and after")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and of training")
@@ -30,7 +30,9 @@ def add_arguments(parser) -> None:
                         help="recipe override applied to every bridge, e.g. --set train.lr=5e-4 (repeatable)")
 
 
-# per-bridge recipe settings for the demo (everything else: the recipe defaults)
+# recipe settings of the demo (everything else: the recipe defaults). A one-line system prompt instead
+# of SmolLM2's default keeps the prompt short (cost grows with every token on this CPU).
+COMMON_SETTINGS = ["model.system_prompt=You are a helpful assistant.", "train.warmup_steps=5"]
 DEMO_SETTINGS = {
     "llava": ["model.bridge_options={pool: 2}", "train.lr=1e-3"],  # 2x2 pooling: 64 visual tokens
     "memvp": ["train.lr=3e-3"],  # 256 grid features as 320 memory slots; the sequence stays text-only
@@ -41,7 +43,7 @@ def recipe_for(bridge: str, args, data: Path, out: Path):
     from vlbridge.train.recipe import load_recipe
 
     return load_recipe(None, [
-        f"model.bridge={bridge}", *DEMO_SETTINGS.get(bridge, []),
+        f"model.bridge={bridge}", *COMMON_SETTINGS, *DEMO_SETTINGS.get(bridge, []),
         f"data.train={data / 'train_short.json'}", f"data.val={data / 'val_short.json'}", f"data.image_root={data}",
         f"train.steps={args.steps}", f"train.batch_size={args.batch_size}", f"train.seed={args.seed}",
         "train.eval_every=0", f"train.eval_samples={args.eval_samples}", f"train.output_dir={out / bridge}",
