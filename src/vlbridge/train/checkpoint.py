@@ -219,6 +219,49 @@ def load_trained_weights(model, folder: Path, recipe: Recipe | None = None) -> N
             own[name].copy_(tensor)
 
 
+def initialise_from(model, folder: str | Path, log=print) -> dict:
+    """Copy the trained tensors of another run (``model.init_from``: a run or checkpoint folder) into ``model``'s
+    tensors of the same name, trained or frozen: e.g. BLIP-2 stage 2 starts from stage 1's Q-Former and ln_vision.
+
+    A name found in both with another shape, or another vision encoder than the one the tensors were trained on,
+    is an error. Returns what was done: the checkpoint, ``loaded`` (names), ``not_in_checkpoint`` (this model's
+    trainable tensors that keep their initialisation) and ``not_in_model`` (the checkpoint's tensors that this
+    model has not, such as stage-1 heads); all three are logged."""
+    source = resolve_checkpoint(folder)
+    state = load_file(str(source / WEIGHTS))
+    own = dict(model.named_parameters())
+    wrong = sorted(f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+                   if k in own and v.shape != own[k].shape)
+    if wrong:
+        raise ConfigError(f"model.init_from={folder}: tensors of the same name differ in shape (checkpoint vs model): "
+                          f"{wrong[:5]}{' ...' if len(wrong) > 5 else ''}")
+    theirs = read_meta(source).get("vision_encoder")
+    ours = model_identity(model, set(state))["vision_encoder"]
+    if theirs is not None and theirs != ours:
+        raise ConfigError(f"model.init_from={folder}: its tensors were trained on another vision encoder "
+                          f"({_describe(theirs)}) than this model's ({_describe(ours)})")
+    loaded = sorted(k for k in state if k in own)
+    with torch.no_grad():
+        for name in loaded:
+            own[name].copy_(state[name])
+    result = {"checkpoint": str(source), "loaded": loaded,
+              "not_in_checkpoint": sorted(k for k, p in own.items() if p.requires_grad and k not in state),
+              "not_in_model": sorted(k for k in state if k not in own)}
+    log(f"initialised {len(loaded)} tensors from {source} ({_prefixes(loaded)}); trained from their initialisation: "
+        f"{_prefixes(result['not_in_checkpoint']) or 'none'}; in the checkpoint but not in this model: "
+        f"{_prefixes(result['not_in_model']) or 'none'}")
+    return result
+
+
+def _prefixes(names: list[str], depth: int = 3) -> str:
+    """'bridge.connector.qformer (190), ...': tensor names summarised by their first ``depth`` parts."""
+    counts: dict[str, int] = {}
+    for name in names:
+        prefix = ".".join(name.split(".")[:depth])
+        counts[prefix] = counts.get(prefix, 0) + 1
+    return ", ".join(f"{k} ({v})" for k, v in counts.items())
+
+
 def resolve_checkpoint(folder: str | Path) -> Path:
     """A checkpoint folder itself, or a run folder's ``final`` checkpoint, or else its latest one."""
     folder = Path(folder)
@@ -239,13 +282,17 @@ def load_run(folder: str | Path, overrides: list[str] = ()):
     ``overrides`` (``key=value``) change the recipe first: e.g. ``model.language_model=/my/copy`` loads
     a bridge-only checkpoint onto the same LM from another folder (its fingerprint must match)."""
     from vlbridge.build import build_model
-    from vlbridge.train.parameter_groups import apply_trainable
+    from vlbridge.train.objectives import set_trainable
 
     folder = resolve_checkpoint(folder)
     if not (folder / RECIPE).is_file():
         raise ConfigError(f"{folder} is not a run or checkpoint folder ({RECIPE} missing)")
     recipe = load_recipe(folder / RECIPE, list(overrides))
     built = build_model(recipe.model)
-    apply_trainable(built.model, recipe.train.trainable)
+    set_trainable(built.model, recipe.train, log=lambda *_: None)
+    # frozen tensors that are neither the LM's nor the encoder's (rebuilt from their sources) came from init_from
+    frozen = [n for n, p in built.model.named_parameters() if not p.requires_grad and group_of(n) not in ("lm", "vision")]
+    if recipe.model.init_from and frozen:
+        initialise_from(built.model, recipe.model.init_from, log=lambda *_: None)
     load_trained_weights(built.model, folder, recipe)
     return built, recipe

@@ -30,6 +30,9 @@ class ModelConfig:
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])  # module names
     chat_format: str = "auto"  # auto (the tokenizer's chat template, else plain) | template | plain
     system_prompt: str | None = None  # replaces the chat template's default system message; None = keep it
+    init_from: str | None = None  # a run (or checkpoint) folder whose trained tensors initialise this model's tensors
+    # of the same name and shape before training, e.g. BLIP-2 stage 2 from stage 1 (the Q-Former and ln_vision);
+    # what was loaded and what was not is logged and kept in report.json. Not a resume: see `train --resume`
 
 
 @dataclass
@@ -61,6 +64,8 @@ class TrainConfig:
     save_every: int = 0  # checkpoint every N steps (0 = only at the end); each holds the full training state
     keep_checkpoints: int = 2  # how many of the latest step checkpoints to keep (0 = all); `final` is always kept
     on_nonfinite: str = "stop"  # a NaN/inf loss or gradient norm: stop (error naming step and batch) | skip the update
+    objective: str = "lm"  # how a batch becomes a loss (vlbridge.train.objectives): lm = LM loss on answer tokens |
+    # blip2_stage1 = BLIP-2 ITC + ITM + ITG on captions (needs model.bridge=blip2, bridge_options.stage1=true)
     seed: int = 0  # seeds model init, data order and dropout
     threads: int = 0  # torch threads (0 = all cores)
     output_dir: str = "runs/llava"  # where checkpoints, metrics.jsonl and the resolved recipe go

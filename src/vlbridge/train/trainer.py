@@ -1,6 +1,9 @@
 """The training loop, top to bottom: build, freeze, data, optimizer, report, resume, steps, evaluation,
 checkpoints.
 
+What a batch is and how it becomes a loss is the run's objective (``train.objective``,
+:mod:`vlbridge.train.objectives`): the LM loss on answer tokens, or BLIP-2 stage 1 (ITC + ITM + ITG).
+
 One loop for one process and for many: it runs through an ``accelerate.Accelerator``
 (:mod:`vlbridge.train.distributed`); under ``accelerate launch`` or ``torchrun`` each process reads its
 own shard of every global batch (:mod:`vlbridge.train.data_order`) and the model is wrapped in DDP or
@@ -23,22 +26,20 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vlbridge.batch import Collator
 from vlbridge.build import Built, build_model
 from vlbridge.data.llava_json import read_llava_json, write_json_atomic
 from vlbridge.encoders.feature_cache import FeatureCache
 from vlbridge.errors import ConfigError, DataError
-from vlbridge.eval.generate_answers import GenerationSettings, batched, generate_answers
-from vlbridge.eval.scoring import score_predictions
+from vlbridge.eval.generate_answers import GenerationSettings, batched
 from vlbridge.image_inputs import CachedFeatures, PixelImages
-from vlbridge.train.checkpoint import META, load_trained_weights, model_identity, read_meta, save_weights
+from vlbridge.train.checkpoint import (META, initialise_from, load_trained_weights, model_identity, read_meta,
+                                       save_weights)
 from vlbridge.train.data_order import DataOrder, shard
-from vlbridge.train.distributed import (OnDevice, full_parameters, gather, load_optimizer_state, make_accelerator,
-                                        reduce, split_evenly, trained_weights)
+from vlbridge.train.distributed import gather, load_optimizer_state, make_accelerator, reduce, trained_weights
 from vlbridge.train.guards import NONFINITE_POLICIES, BadRecords, NonFiniteError, is_finite, nonfinite_message
-from vlbridge.train.parameter_groups import apply_trainable
+from vlbridge.train.objectives import evaluate, get_objective  # noqa: F401 (evaluate: the lm objective's, public here)
 from vlbridge.train.recipe import Recipe, load_recipe, save_recipe
-from vlbridge.train.report import format_report, start_report
+from vlbridge.train.report import format_report
 from vlbridge.train.schedule import warmup_cosine
 from vlbridge.train.state import (latest_checkpoint, load_training_state, remove_partial, restore_rng,
                                   resume_conflicts, save_training_checkpoint, step_checkpoints)
@@ -94,25 +95,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def evaluate(built: Built, collator: Collator, samples, settings: GenerationSettings, accelerator=None,
-             wrapped=None) -> dict:
-    """Scores and ``predictions`` (one per sample, in order). With several processes each generates its
-    own part of ``samples``; the predictions are gathered so every process scores all of them."""
-    world = accelerator.num_processes if accelerator is not None else 1
-    if world == 1:
-        if accelerator is not None:
-            collator = OnDevice(collator, accelerator.device)
-        predictions = generate_answers(built.model, built.tokenizer, collator, samples, settings)
-    else:
-        part = split_evenly(list(samples), accelerator.process_index, world)
-        with full_parameters(accelerator, wrapped):
-            local = generate_answers(built.model, built.tokenizer, OnDevice(collator, accelerator.device), part,
-                                     settings)
-        predictions = gather(accelerator, local)
-    return score_predictions(samples, predictions) | {"predictions": predictions}
-
-
-def _first_good_batch(bad: BadRecords, collator: Collator, samples, path: str):
+def _first_good_batch(bad: BadRecords, collator, samples, path: str):
     for sample in samples:
         batch = bad.keep_going(collator, [sample], "fallback")[0]
         if batch is not None:
@@ -153,6 +136,7 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     if cfg.on_nonfinite not in NONFINITE_POLICIES:
         raise ConfigError(f"train.on_nonfinite={cfg.on_nonfinite!r}; valid: {list(NONFINITE_POLICIES)}")
     bad = BadRecords(data.on_bad_record)
+    objective = get_objective(cfg.objective)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     accelerator = make_accelerator()
@@ -176,10 +160,11 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     seed_everything(cfg.seed)
     built = built or build_model(recipe.model)
     model = built.model
-    counts = apply_trainable(model, cfg.trainable)
+    counts = objective.set_trainable(model, cfg.trainable, log)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise ConfigError(f"train.trainable={cfg.trainable} selects no parameters of this model")
+    initialised = initialise_from(model, recipe.model.init_from, log) if recipe.model.init_from else None
     identity = model_identity(model, set(model.trainable_parameters()))
     if state is not None:  # before any wrapping: the checkpoint is checked against this very model
         load_trained_weights(model, state.folder, recipe)
@@ -204,9 +189,7 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
                 started = time.perf_counter()
                 bad.keep_going(lambda s: images.precompute(s, progress=bar.update), todo, "encoding images")
                 log(f"encoded {len(images.table)} images once in {time.perf_counter() - started:.1f} s")
-    common = dict(image_tokens=built.image_tokens, max_length=data.max_length, truncation=data.truncation)
-    train_collator = Collator(built.tokenizer, built.chat_format, images, **common)
-    eval_collator = Collator(built.tokenizer, built.chat_format, images, with_answer=False, **common)
+    train_collator, eval_collator = objective.collators(built, recipe, images)
     if bad.policy == "skip":  # evaluation must not meet a bad record halfway through generation
         val_subset = [s for chunk in batched(val_subset, recipe.eval.batch_size)
                       for s in bad.keep_going(eval_collator, chunk, "validation")[1]]
@@ -215,9 +198,11 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     order = DataOrder(len(train_set), cfg.batch_size * world, cfg.seed)
 
     # 3. what this run trains and costs, before the first step
-    report = start_report(built, counts, cfg.trainable, train_collator, list(train_set),
-                          samples_per_micro_batch=cfg.batch_size, micro_batches_per_step=cfg.grad_accum * world,
-                          cached_features=isinstance(images, CachedFeatures), precision=cfg.precision)
+    report = objective.report(built, counts, cfg.trainable, train_collator, list(train_set),
+                              samples_per_micro_batch=cfg.batch_size, micro_batches_per_step=cfg.grad_accum * world,
+                              cached_features=isinstance(images, CachedFeatures), precision=cfg.precision)
+    if initialised is not None:
+        report["init_from"] = initialised
     log(format_report(report))
     if state is None and main:
         write_json_atomic(report, out / "report.json", indent=1)
@@ -230,7 +215,7 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio))
-    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    wrapped, optimizer = accelerator.prepare(objective.loss_module(model), optimizer)
     autocast = torch.autocast(accelerator.device.type, dtype=PRECISIONS[cfg.precision]) \
         if PRECISIONS[cfg.precision] else nullcontext()
 
@@ -270,7 +255,7 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
         # processes, hence the factor world: the update equals one process with the global batch
         tokens, = reduce(accelerator, [sum(b.num_supervised for b in real)])
         scale = max(tokens, 1) / world
-        loss_value, offenders = 0.0, []
+        loss_value, offenders, terms = 0.0, [], {}
         for i, batch in enumerate(micro):
             # a micro-batch whose every sample was bad still runs (weight 0) so processes stay in step
             sync = accelerator.no_sync(wrapped) if i < len(micro) - 1 else nullcontext()
@@ -280,11 +265,13 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
                 loss = output.loss_sum / scale if batch is not None else output.loss_sum * 0.0
                 accelerator.backward(loss)
             value = loss.item()
+            for key, term in objective.terms(output).items():  # e.g. stage 1's itc, itm, itg
+                terms[key] = terms.get(key, 0.0) + (term.item() / scale if batch is not None else 0.0)
             if not math.isfinite(value):
                 offenders.append({"process": rank, "micro_batch": i + 1, "loss": value,
                                   "samples": batch.sample_ids if batch is not None else []})
             loss_value += value
-        loss_value, = reduce(accelerator, [loss_value], "mean")
+        loss_value, *term_values = reduce(accelerator, [loss_value, *terms.values()], "mean")
         max_norm = cfg.clip_grad if cfg.clip_grad > 0 else float("inf")
         grad_norm = float(accelerator.clip_grad_norm_(list(wrapped.parameters()), max_norm))
         finite = is_finite(loss_value, grad_norm)
@@ -302,7 +289,8 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
         seconds = time.perf_counter() - t0
         n_tokens, n_images = reduce(accelerator, [sum(int(b.attention_mask.sum()) for b in real),
                                                   sum(int(b.has_image.sum()) for b in real)])
-        record = {"loss": loss_value, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+        record = {"loss": loss_value, **dict(zip(terms, term_values)), "lr": scheduler.get_last_lr()[0],
+                  "grad_norm": grad_norm,
                   "step_seconds": seconds, "tokens_per_s": n_tokens / seconds, "images_per_s": n_images / seconds}
         if not finite:
             record["update_skipped"] = True
@@ -311,7 +299,7 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
         bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{n_tokens / seconds:.0f}", img_s=f"{n_images / seconds:.1f}")
         last = step + 1 == cfg.steps
         if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last:
-            scores = evaluate(built, eval_collator, val_subset, settings, accelerator, wrapped)
+            scores = objective.evaluate(built, eval_collator, val_subset, settings, accelerator, wrapped)
             predictions = scores.pop("predictions")
             metrics.write(step + 1, **{f"val_{k}": v for k, v in scores.items()})
             log(f"step {step + 1}: val {scores}")

@@ -7,11 +7,15 @@ import torch
 from transformers import Blip2Config, Blip2ForConditionalGeneration
 
 from vlbridge.bridges.injections.input_space import InputSpaceInjection
-from vlbridge.bridges.qformer import build_blip2_stage1
+from vlbridge.bridges.qformer import Blip2Stage1
 from vlbridge.bridges.qformer.bridge import Blip2Options, build_blip2
 from vlbridge.errors import ConfigError
 
 LM = SimpleNamespace(hidden_size=20)
+
+
+TINY = dict(init="random", num_query_tokens=4, embed_dim=8,
+            sizes=dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24))
 
 
 def test_random_init_bridge_shapes_and_shared_stage1():
@@ -22,11 +26,56 @@ def test_random_init_bridge_shapes_and_shared_stage1():
     assert out.shape == (2, 4, 20)
     connector = bridge.connector
     assert isinstance(connector.ln_vision, torch.nn.LayerNorm)
-    stage1 = build_blip2_stage1(connector.qformer, 30522, ln_vision=connector.ln_vision)
-    assert stage1.qformer is connector.qformer and stage1.ln_vision is connector.ln_vision
     assert build_blip2(12, LM, Blip2Options(init="random", ln_vision=False)).connector.ln_vision.__class__ is torch.nn.Identity
     with pytest.raises(ConfigError, match="valid"):
         build_blip2(12, LM, Blip2Options(init="bert-large"))
+
+
+def test_stage1_option_carries_the_stage1_model_on_the_connectors_qformer():
+    torch.manual_seed(0)
+    bridge = build_blip2(12, LM, Blip2Options(**TINY, stage1=True))
+    stage1, connector = bridge.stage1, bridge.connector
+    assert isinstance(stage1, Blip2Stage1)
+    assert stage1.qformer is connector.qformer and stage1.ln_vision is connector.ln_vision
+    assert stage1.dec_token_id == 30522 and stage1.vision_projection.out_features == 8
+    # every parameter once, under the bridge: the stage-1 heads are trained and saved with it
+    names = [n for n, _ in bridge.named_parameters()]
+    assert "stage1.temp" in names and "connector.qformer.query_tokens" in names
+    assert not any(n.startswith("stage1.qformer.") for n in names)
+    # the retrieval protocol of `vlbridge eval --task retrieval`, found among the bridge's modules
+    from vlbridge.eval.retrieval import find_embedder
+
+    assert find_embedder(bridge, "blip2") is stage1
+    features, ids = torch.randn(3, 9, 12), torch.tensor([[101, 2417, 4418, 102], [101, 2630, 102, 0]])
+    mask = (ids != 0).long()
+    stage1.eval()
+    assert stage1.embed_images(features).shape == (3, 4, 8) and stage1.embed_texts(ids, mask).shape == (2, 8)
+    torch.testing.assert_close(stage1.embed_images(features).norm(dim=-1), torch.ones(3, 4))
+    assert torch.isfinite(stage1(features[:2], ids, mask)["loss"])
+
+
+def test_without_stage1_the_text_side_is_dropped_and_the_queries_are_unchanged():
+    torch.manual_seed(0)
+    with_text = build_blip2(12, LM, Blip2Options(**TINY, stage1=True)).eval()
+    torch.manual_seed(0)
+    bridge = build_blip2(12, LM, Blip2Options(**TINY)).eval()
+    qformer = bridge.connector.qformer
+    assert bridge.stage1 is None and qformer.embeddings is None
+    assert not any(hasattr(layer, "intermediate") or hasattr(layer, "output") for layer in qformer.encoder.layer)
+    assert set(dict(bridge.named_parameters())) < set(dict(with_text.named_parameters()))
+    features = torch.randn(2, 9, 12)
+    torch.testing.assert_close(bridge(features), with_text(features))  # same init, same visual tokens
+
+
+def test_bad_stage1_and_size_options_are_refused():
+    with pytest.raises(ConfigError, match=r"unknown Q-Former size\(s\) \['layers'\].*valid: \[.*'num_hidden_layers'"):
+        build_blip2(12, LM, Blip2Options(init="random", sizes={"layers": 2}))
+    with pytest.raises(ConfigError, match=r"unknown Q-Former size\(s\) \['num_query_tokens'\]"):
+        build_blip2(12, LM, Blip2Options(init="random", sizes={"num_query_tokens": 2}))
+    with pytest.raises(ConfigError, match="sizes is for init=random"):
+        build_blip2(12, LM, Blip2Options(sizes={"hidden_size": 16}))
+    with pytest.raises(ConfigError, match="stage 1 reads the grid"):
+        build_blip2(12, LM, Blip2Options(**TINY, stage1=True, features="pooled"))
 
 
 def test_bridge_from_hf_checkpoint(tmp_path):
@@ -54,7 +103,7 @@ def test_bridge_from_hf_checkpoint(tmp_path):
 def test_minilm_bridge_and_tokenizer():
     from vlbridge.bridges.qformer.bridge import qformer_tokenizer
 
-    bridge = build_blip2(384, LM, Blip2Options())
+    bridge = build_blip2(384, LM, Blip2Options(stage1=True))
     tokenizer, dec = qformer_tokenizer()
     assert dec == 30522 and bridge.connector.qformer.embeddings.word_embeddings.num_embeddings == len(tokenizer)
     assert bridge(torch.randn(1, 16, 384)).shape == (1, 32, 20)

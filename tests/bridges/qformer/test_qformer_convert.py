@@ -86,7 +86,7 @@ def test_image_text_retrieval_model_scores_match_hf():
     mask[1, 4:] = 0
     features = hf.vision_model(pixel_values=pixels).last_hidden_state
     itc = hf(pixel_values=pixels, input_ids=ids, attention_mask=mask).logits_per_image  # (2 images, 2 texts)
-    got = torch.einsum("iqe,je->ijq", model.image_embeddings(features), model.text_embeddings(ids, mask)).amax(-1)
+    got = torch.einsum("iqe,je->ijq", model.embed_images(features), model.embed_texts(ids, mask)).amax(-1)
     torch.testing.assert_close(got, itc, atol=1e-5, rtol=0)
     itm = hf(pixel_values=pixels, input_ids=ids, attention_mask=mask, use_image_text_matching_head=True)
     torch.testing.assert_close(model.itm_scores(features, ids, mask), itm.logits_per_image[:, 1], atol=1e-5, rtol=0)

@@ -105,7 +105,7 @@ def test_evaluate_retrieval():
     plain = evaluate_retrieval(model, images, ids, mask, text_image)
     assert model.training  # mode restored
     model.eval()
-    scores = torch.einsum("iqe,je->ijq", model.image_embeddings(images), model.text_embeddings(ids, mask))
+    scores = torch.einsum("iqe,je->ijq", model.embed_images(images), model.embed_texts(ids, mask))
     assert plain == recall_at_k(scores.amax(-1), text_image)
     reranked = evaluate_retrieval(model, images, ids, mask, text_image, rerank_k=10)  # k clamps to the count
     assert set(reranked) == set(plain) and all(0 <= v <= 100 for v in reranked.values())

@@ -16,14 +16,14 @@ from vlbridge.bridges.qformer.stage1 import Blip2Stage1, max_over_queries
 @torch.no_grad()
 def embed_images(model: Blip2Stage1, image_features: Tensor, batch_size: int = 64) -> Tensor:
     """(N, n, d_v) -> (N, Q, E) normalised query embeddings."""
-    return torch.cat([model.image_embeddings(chunk) for chunk in image_features.split(batch_size)])
+    return torch.cat([model.embed_images(chunk) for chunk in image_features.split(batch_size)])
 
 
 @torch.no_grad()
 def embed_texts(model: Blip2Stage1, text_ids: Tensor, text_mask: Tensor, batch_size: int = 256) -> Tensor:
     """(M, L) -> (M, E) normalised [CLS] embeddings."""
     return torch.cat(
-        [model.text_embeddings(i, m) for i, m in zip(text_ids.split(batch_size), text_mask.split(batch_size))]
+        [model.embed_texts(i, m) for i, m in zip(text_ids.split(batch_size), text_mask.split(batch_size))]
     )
 
 

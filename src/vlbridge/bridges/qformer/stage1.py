@@ -171,12 +171,13 @@ class Blip2Stage1(nn.Module):
         out = self.qformer(image_embeds, text_ids, itm_mask(num_q, text_mask)).last_hidden_state
         return self.itm_head(out[:, :num_q]).mean(dim=1)
 
-    def image_embeddings(self, image_features: Tensor) -> Tensor:
+    # embed_images / embed_texts: the retrieval protocol of vlbridge.eval.retrieval (`vlbridge eval --task retrieval`)
+    def embed_images(self, image_features: Tensor) -> Tensor:
         """(N, n, d_v) -> normalised per-query ITC embeddings (N, Q, E)."""
         out = self.qformer(self.ln_vision(image_features)).last_hidden_state
         return F.normalize(self.vision_projection(out), dim=-1)
 
-    def text_embeddings(self, text_ids: Tensor, text_mask: Tensor) -> Tensor:
+    def embed_texts(self, text_ids: Tensor, text_mask: Tensor) -> Tensor:
         """(M, L) -> normalised ITC embedding of [CLS] (M, E)."""
         out = self.qformer(input_ids=text_ids, attention_mask=text_mask).last_hidden_state
         return F.normalize(self.text_projection(out[:, 0]), dim=-1)
