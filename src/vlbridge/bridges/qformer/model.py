@@ -325,7 +325,9 @@ class QFormer(nn.Module):
             parts.append(self.embeddings(input_ids))
         if not parts:
             raise ValueError("give image_features, input_ids or both")
-        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        # always a new tensor: a bare view of `query_tokens` made under no_grad (requires_grad without grad_fn)
+        # stops torch's module tracker, and with it the FLOP counter of the run report
+        x = torch.cat(parts, dim=1)
         query_length = self.num_query_tokens if image_features is not None else 0
         if image_features is not None:
             image_features = image_features.to(x.dtype)
