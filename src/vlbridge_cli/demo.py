@@ -152,7 +152,7 @@ def run(args) -> int:
             print(f"   {p['photo']:<14} Q: {p['question']:<32} A: {p['answer']}")
     wall = time.perf_counter() - started
     summary = {"rows": rows, "majority_baseline": majority, "photos": photos, "wall_seconds": wall,
-               "settings": vars(args) | {"run": None}}
+               "settings": {k: v for k, v in vars(args).items() if k != "run"}}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     print(f"\nDone in {wall / 60:.1f} min; summary in {out / 'summary.json'}")
     return 0
