@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from vlbridge.data.sample import Sample, Turn
 from vlbridge.errors import ConfigError, DataError
+from vlbridge.build import build_model
 from vlbridge.train.checkpoint import initialise_from, load_run
 from vlbridge.train.objectives import STAGE1_MAX_TEXT_TOKENS, CaptionCollator, get_objective
 from vlbridge.train.recipe import load_recipe
@@ -46,8 +47,8 @@ def recipe(captions, tiny_llama_dir, tiny_dinov2_dir):
         stage_keys = (["train.objective=blip2_stage1", f"model.bridge_options={{{TINY_QFORMER}, stage1: true}}"]
                       if stage == 1 else [f"model.bridge_options={{{TINY_QFORMER}}}"])
         return load_recipe(None, [
-            f"model.language_model={tiny_llama_dir}", f"model.vision_encoder={tiny_dinov2_dir}", "model.vision_layer=-1",
-            "model.bridge=blip2", f"data.train={captions / 'train_caption.json'}",
+            f"model.language_model={tiny_llama_dir}", f"model.vision_encoder={tiny_dinov2_dir}",
+            "model.vision_layer=-1", "model.bridge=blip2", f"data.train={captions / 'train_caption.json'}",
             f"data.val={captions / 'val_caption.json'}", f"data.image_root={captions}", "data.cache_features=false",
             "train.steps=12", "train.batch_size=4", "train.lr=2e-3", "train.warmup_steps=1", "train.eval_every=0",
             "train.eval_samples=0", "train.threads=1", f"train.output_dir={out}", "eval.max_new_tokens=2",
@@ -127,7 +128,8 @@ def test_stage2_init_from_loads_exactly_the_stage1_qformer(tmp_path, recipe, sta
     saved = load_file(out / "final" / "trained.safetensors")
     qformer = {k for k in saved if k.startswith(("bridge.connector.qformer.", "bridge.connector.ln_vision."))}
     report = json.loads((out / "report.json").read_text())["init_from"]
-    assert set(report["loaded"]) == qformer and qformer and all(torch.equal(saved[k], stage1_tensors[k]) for k in qformer)
+    assert qformer and set(report["loaded"]) == qformer
+    assert all(torch.equal(saved[k], stage1_tensors[k]) for k in qformer)
     assert report["not_in_checkpoint"] == ["bridge.connector.language_projection.bias",
                                            "bridge.connector.language_projection.weight"]
     # stage 2 reads queries only: the stage-1 heads and the Q-Former's text side stay behind
@@ -136,12 +138,8 @@ def test_stage2_init_from_loads_exactly_the_stage1_qformer(tmp_path, recipe, sta
     assert "bridge.connector.qformer.embeddings.word_embeddings.weight" in report["not_in_model"]
     assert result["history"][0]["loss"] > 0
 
-    other = load_recipe(None, [f"model.language_model={recipe(out).model.language_model}",
-                               f"model.vision_encoder={recipe(out).model.vision_encoder}", "model.vision_layer=-1",
-                               "model.bridge=blip2",
-                               f"model.bridge_options={{{TINY_QFORMER.replace('num_query_tokens: 4', 'num_query_tokens: 8')}}}"])
-    from vlbridge.build import build_model
-
+    eight_queries = TINY_QFORMER.replace("num_query_tokens: 4", "num_query_tokens: 8")
+    other = recipe(out, 2, f"model.bridge_options={{{eight_queries}}}")
     with pytest.raises(ConfigError, match=r"differ in shape .*query_tokens \(1, 4, 32\) vs \(1, 8, 32\)"):
         initialise_from(build_model(other.model).model, stage1, **QUIET)
 
@@ -149,8 +147,9 @@ def test_stage2_init_from_loads_exactly_the_stage1_qformer(tmp_path, recipe, sta
 def test_retrieval_eval_runs_on_a_stage1_run(tmp_path, captions, stage1_run, capsys):
     run, _ = stage1_run
     out = tmp_path / "retrieval.json"
-    assert main(["eval", "--run", str(run), "--task", "retrieval", "--coco", str(captions / "coco" / "captions_val.json"),
-                 "--images", str(captions / "images"), "--out", str(out)]) == 0
+    assert main(["eval", "--run", str(run), "--task", "retrieval", "--coco",
+                 str(captions / "coco" / "captions_val.json"), "--images", str(captions / "images"),
+                 "--out", str(out)]) == 0
     scores = json.loads(out.read_text())["scores"]
     assert scores["num_images"] == 2 and scores["num_texts"] == 10
     # the same images and captions as the run's own validation (LLaVA caption JSON): the same recalls

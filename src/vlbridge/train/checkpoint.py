@@ -291,7 +291,8 @@ def load_run(folder: str | Path, overrides: list[str] = ()):
     built = build_model(recipe.model)
     set_trainable(built.model, recipe.train, log=lambda *_: None)
     # frozen tensors that are neither the LM's nor the encoder's (rebuilt from their sources) came from init_from
-    frozen = [n for n, p in built.model.named_parameters() if not p.requires_grad and group_of(n) not in ("lm", "vision")]
+    frozen = [n for n, p in built.model.named_parameters()
+              if not p.requires_grad and group_of(n) not in ("lm", "vision")]
     if recipe.model.init_from and frozen:
         initialise_from(built.model, recipe.model.init_from, log=lambda *_: None)
     load_trained_weights(built.model, folder, recipe)

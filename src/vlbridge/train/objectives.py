@@ -97,8 +97,8 @@ class CaptionBatch:
     sample_ids: list[str] = field(default_factory=list)
 
     def to(self, device) -> "CaptionBatch":
-        return dataclasses.replace(self, text_ids=self.text_ids.to(device), attention_mask=self.attention_mask.to(device),
-                                   images=images_to(self.images, device))
+        return dataclasses.replace(self, text_ids=self.text_ids.to(device),
+                                   attention_mask=self.attention_mask.to(device), images=images_to(self.images, device))
 
     @property
     def num_supervised(self) -> int:
