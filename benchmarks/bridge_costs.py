@@ -14,7 +14,9 @@ side by side in one run:
   the step (Linux ``/proc/self/clear_refs`` resets the peak), for a training step and for generation.
 Visual features are random (B, n, d_v): cost does not depend on their content; the frozen vision encoder
 is left out (its features are cached in training). Times are the minimum over ``--repeats`` runs after a
-warm-up, interleaved across bridges so machine load hits them alike; median is recorded too.
+warm-up, interleaved across bridges so machine load hits them alike; median is recorded too. When other
+processes share the cores, use ``--threads 1``: OpenMP threads that wait for a busy core spin, and a
+2-thread forward measured here went from 1.4 s to 8.5 s (1 thread: 1.5 s).
 
     python benchmarks/bridge_costs.py --out bridge_costs.json            # full grid, SmolLM2-135M
     python benchmarks/bridge_costs.py --quick --lm random                # n=256, L=64, random-init SmolLM2 shape
@@ -157,6 +159,12 @@ def memory_probe(args) -> None:
     lm = load_lm(args.lm)
     vocab = lm.config.vocab_size
     print(json.dumps({"model_rss_mb": _status_kb("VmRSS") / 1024}), flush=True)
+    warm = build("llava", lm, args.vision_dim, args.slots)  # first-use allocations (autograd, thread pools)
+    train_step(warm, make_batch("llava", 2, 8, 4, args.vision_dim, args.answer, vocab), "llava")
+    warm.eval()
+    warm.generate(make_batch("llava", 2, 8, 4, args.vision_dim, args.answer, vocab, prompt_only=True),
+                  max_new_tokens=2, pad_token_id=0)
+    del warm
     for kind, n, L in configurations(args):
         model = build(kind, lm, args.vision_dim, args.slots)
         train = make_batch(kind, args.batch, L, n, args.vision_dim, args.answer, vocab)
@@ -375,7 +383,7 @@ def main(argv=None) -> int:
     parser.add_argument("--vision-dim", type=int, default=384, help="vision feature width d_v (DINOv2-S: 384)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per measure (minimum reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--quick", action="store_true", help="only n=256 and L=64, one timed run")
+    parser.add_argument("--quick", action="store_true", help="only n=256 and L=64 (the targets' configuration)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--accuracy", help="JSON {bridge: accuracy} to plot against the FLOPs of --plot-at")
@@ -387,7 +395,7 @@ def main(argv=None) -> int:
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.visual, args.text, args.repeats = [256], [64], 1
+        args.visual, args.text = [256], [64]
     if args.memory_probe:
         memory_probe(args)
         return 0
