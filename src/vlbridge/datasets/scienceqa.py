@@ -9,7 +9,9 @@ answer_index, subject, grade and the context modality flags of the ScienceQA bre
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
+from vlbridge.data.llava_json import ON_ERROR, SampleList, SkippedRecord
 from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
 from vlbridge.datasets.json_io import load_json, require
 from vlbridge.errors import DataError
@@ -20,13 +22,17 @@ SCIENCEQA_SPLITS = ("train", "val", "test", "minival", "minitrain", "trainval")
 
 
 def read_scienceqa(root: str | Path, split: str = "test", use_captions: bool = False,
-                   require_images: bool = True) -> list[Sample]:
+                   require_images: bool = True, on_error: Literal["raise", "skip"] = "raise") -> SampleList:
     """Samples of one split of a ScienceQA folder (``problems.json``, ``pid_splits.json``, ``images/``).
 
     ``use_captions`` appends ``captions.json``'s caption of the image to the context, as LLaVA's and
     MemVP's ScienceQA prompts do. With ``require_images`` a problem whose ``image`` field names a file
     that does not exist is an error (instead of silently becoming a text-only question).
+    ``on_error="skip"`` leaves a bad problem out and lists it in the result's ``skipped`` (as
+    :func:`vlbridge.data.llava_json.read_llava_json`); a missing file or split always raises.
     """
+    if on_error not in ON_ERROR:
+        raise DataError(f"on_error must be one of {list(ON_ERROR)}, got {on_error!r}", file=root)
     root = Path(root)
     problems_file, splits_file = root / "problems.json", root / "pid_splits.json"
     problems = load_json(problems_file, dict)
@@ -37,14 +43,19 @@ def read_scienceqa(root: str | Path, split: str = "test", use_captions: bool = F
     if use_captions:
         captions_file = root / "captions.json"
         captions = require(load_json(captions_file, dict), "captions", dict, file=captions_file, where="top level")
-    samples = []
-    for pid in splits[split]:
+    samples, skipped = [], []
+    for index, pid in enumerate(splits[split]):
         pid = str(pid)
-        if pid not in problems:
-            raise DataError(f"problem listed in split {split!r} is missing from problems.json", file=problems_file,
-                            record=pid)
-        samples.append(_problem_sample(pid, problems[pid], root, split, captions, problems_file, require_images))
-    return samples
+        try:
+            if pid not in problems:
+                raise DataError(f"problem listed in split {split!r} is missing from problems.json",
+                                file=problems_file, record=pid)
+            samples.append(_problem_sample(pid, problems[pid], root, split, captions, problems_file, require_images))
+        except DataError as error:
+            if on_error == "raise":
+                raise
+            skipped.append(SkippedRecord(index=index, id=pid, message=str(error)))
+    return SampleList(samples, skipped)
 
 
 def _problem_sample(pid: str, problem: dict, root: Path, split: str, captions: dict, file: Path,

@@ -37,9 +37,16 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train: str = "data/shapes/train_short.json"  # LLaVA-format JSON of training conversations
-    val: str = "data/shapes/val_short.json"  # LLaVA-format JSON used for periodic evaluation
-    image_root: str = "data/shapes"  # folder the records' "image" paths are relative to
+    format: str = "llava"  # how train / val are read (vlbridge.datasets.training_sets.TRAINING_READERS):
+    # llava = LLaVA conversation JSON files | scienceqa = a ScienceQA folder (problems.json, pid_splits.json,
+    # images/), each problem the QCM-A sample of MemVP's code (target "The answer is X.")
+    train: str = "data/shapes/train_short.json"  # llava: JSON of training conversations; scienceqa: the folder
+    val: str = "data/shapes/val_short.json"  # llava: JSON used for periodic evaluation; scienceqa: the folder
+    train_split: str = "train"  # scienceqa only: the pid_splits.json split trained on
+    val_split: str = "val"  # scienceqa only: the pid_splits.json split of periodic evaluation
+    scienceqa_captions: bool = False  # scienceqa only: add captions.json's image caption to the context (LLaVA, MemVP)
+    image_root: str = "data/shapes"  # llava only: folder the records' "image" paths are relative to
+    # (ScienceQA images are ROOT/images/SPLIT/PID/<image>)
     max_length: int = 512  # longest sequence the LM sees, visual tokens included
     truncation: str = "reject"  # over-long samples: reject (error naming the record) | truncate_prompt
     on_bad_record: str = "raise"  # raise | skip (skipped record ids are reported, never silent)

@@ -27,7 +27,8 @@ import torch
 from tqdm import tqdm
 
 from vlbridge.build import Built, build_model
-from vlbridge.data.llava_json import read_llava_json, write_json_atomic
+from vlbridge.data.llava_json import write_json_atomic
+from vlbridge.datasets.training_sets import check_data_format, describe, read_training_set
 from vlbridge.encoders.feature_cache import FeatureCache
 from vlbridge.errors import ConfigError, DataError
 from vlbridge.eval.generate_answers import GenerationSettings, batched
@@ -136,6 +137,7 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     if cfg.on_nonfinite not in NONFINITE_POLICIES:
         raise ConfigError(f"train.on_nonfinite={cfg.on_nonfinite!r}; valid: {list(NONFINITE_POLICIES)}")
     bad = BadRecords(data.on_bad_record)
+    check_data_format(data)  # before the model is built: a typo here should not cost a model load
     objective = get_objective(cfg.objective)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -170,15 +172,14 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
         load_trained_weights(model, state.folder, recipe)
 
     # 2. data (bad records raise, or are skipped and reported at the end: never silently)
-    train_set = read_llava_json(data.train, image_root=data.image_root, on_error=data.on_bad_record)
-    val_set = read_llava_json(data.val, image_root=data.image_root, on_error=data.on_bad_record)
+    train_set, val_set = read_training_set(data, "train"), read_training_set(data, "val")  # data.format's reader
     bad.add_skipped_on_read("train", train_set.skipped)
     bad.add_skipped_on_read("val", val_set.skipped)
     if bad.entries:
         log(f"reading: {bad.summary()}")
     if len(train_set) < cfg.batch_size * world:
-        raise ConfigError(f"{data.train} has {len(train_set)} samples, fewer than train.batch_size={cfg.batch_size}"
-                          f" x {world} processes")
+        raise ConfigError(f"{describe(data, 'train')} has {len(train_set)} samples, fewer than "
+                          f"train.batch_size={cfg.batch_size} x {world} processes")
     val_subset = list(val_set[: cfg.eval_samples] if cfg.eval_samples else val_set)
     images = image_loader(built, recipe)
     if isinstance(images, CachedFeatures):
@@ -250,7 +251,7 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
         if real:
             fallback = real[-1]
         elif fallback is None:
-            fallback = _first_good_batch(bad, train_collator, train_set, data.train).to(accelerator.device)
+            fallback = _first_good_batch(bad, train_collator, train_set, describe(data, "train")).to(accelerator.device)
         # normalise by the answer tokens of the whole step on all processes; DDP averages gradients over
         # processes, hence the factor world: the update equals one process with the global batch
         tokens, = reduce(accelerator, [sum(b.num_supervised for b in real)])
