@@ -117,7 +117,7 @@ def plot(stage1_history: list[dict], stage2: dict[str, list[dict]], numbers: dic
         left.plot(steps, moving_average([h[key] for h in stage1_history], window), color=color,
                   label=key if key != "loss" else "ITC + ITM + ITG")
     r1 = numbers["stage1"]["retrieval"]["itc"]
-    left.set(title=f"Stage 1 (moving average of {window}); val R@1 i2t {r1['i2t_r1']:.0f} %, t2i {r1['t2i_r1']:.0f} %",
+    left.set(title=f"Stage 1 (moving average of {window}); val R@1 i2t {r1['i2t_R@1']:.0f} %, t2i {r1['t2i_R@1']:.0f} %",
              xlabel="step", ylabel="loss")
     left.legend()
     for (name, history), color in zip(stage2.items(), ("tab:red", "tab:gray")):
@@ -218,9 +218,9 @@ def main(argv=None) -> int:
     (out / "blip2_stages.json").write_text(json.dumps(numbers, indent=1))
     plot(result1["history"], stage2_history, numbers, out / "blip2_stages.png")
     itc = retrieval["itc"]
-    print(f"stage 1 ({args.stage1_steps} steps): val R@1 i2t {itc['i2t_r1']:.1f} %, t2i {itc['t2i_r1']:.1f} % "
+    print(f"stage 1 ({args.stage1_steps} steps): val R@1 i2t {itc['i2t_R@1']:.1f} %, t2i {itc['t2i_R@1']:.1f} % "
           f"(chance {chance['r1']['i2t']:.1f} / {chance['r1']['t2i']:.1f} %; untrained "
-          f"{before['itc']['i2t_r1']:.1f} / {before['itc']['t2i_r1']:.1f} %)")
+          f"{before['itc']['i2t_R@1']:.1f} / {before['itc']['t2i_R@1']:.1f} %)")
     for name, n in stage2_numbers.items():
         print(f"stage 2 {name} ({args.stage2_steps} steps): val caption loss {n['val_caption_loss']:.4f}, "
               f"CIDEr {n['captions']['CIDEr']:.3f}, BLEU-4 {n['captions']['Bleu_4']:.3f}")

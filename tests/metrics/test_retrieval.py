@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -48,3 +50,31 @@ def test_accepts_torch_and_checks_shapes():
         recall_at_k(np.eye(2), [0, 5])
     with pytest.raises(DataError, match="have no text"):
         recall_at_k(np.ones((3, 2)), [0, 1])
+
+
+def brute_force_recall(scores: np.ndarray, owner: list[int], k: int, scores_t2i: np.ndarray) -> tuple[float, float]:
+    """Sort every row with Python's stable sort; take the best position of a relevant item."""
+    n, m = scores.shape
+    i2t = [min(sorted(range(m), key=lambda j: -scores[i, j]).index(j) for j in range(m) if owner[j] == i) < k
+           for i in range(n)]
+    t2i = [sorted(range(n), key=lambda i: -scores_t2i[j, i]).index(owner[j]) < k for j in range(m)]
+    return 100 * sum(i2t) / n, 100 * sum(t2i) / m
+
+
+@pytest.mark.parametrize("separate_t2i", [False, True])
+def test_matches_brute_force(separate_t2i):
+    rng, gen = random.Random(0), np.random.default_rng(0)
+    for _ in range(5):
+        n = rng.randint(12, 20)
+        owner = [i for i in range(n) for _ in range(rng.randint(1, 3))]
+        rng.shuffle(owner)
+        scores = gen.standard_normal((n, len(owner)))
+        scores_t2i = gen.standard_normal((len(owner), n)) if separate_t2i else scores.T
+        got = recall_at_k(scores, owner, similarity_t2i=scores_t2i if separate_t2i else None)
+        for k in (1, 5, 10):
+            assert (got[f"i2t_R@{k}"], got[f"t2i_R@{k}"]) == pytest.approx(brute_force_recall(scores, owner, k, scores_t2i))
+
+
+def test_separate_text_to_image_scores_must_have_the_transposed_shape():
+    with pytest.raises(DataError, match="similarity_t2i"):
+        recall_at_k(np.eye(3), [0, 1, 2], similarity_t2i=np.eye(2))

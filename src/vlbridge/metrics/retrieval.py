@@ -27,17 +27,24 @@ def _ranks_desc(scores: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def recall_at_k(similarity, text_to_image: Sequence[int], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+def _as_array(scores) -> np.ndarray:
+    if hasattr(scores, "detach"):
+        scores = scores.detach().float().cpu().numpy()
+    return np.asarray(scores, dtype=np.float64)
+
+
+def recall_at_k(similarity, text_to_image: Sequence[int], ks: Sequence[int] = (1, 5, 10),
+                similarity_t2i=None) -> dict[str, float]:
     """Recall@K in percent for image->text (``i2t_R@K``) and text->image (``t2i_R@K``), plus their
     mean ranks (1-based) and ``rsum`` (the sum of all recalls, as papers report it).
 
     Args:
         similarity: array-like (num_images, num_texts); a torch tensor works too.
         text_to_image: for each text (column), the index of its image (row).
+        similarity_t2i: (num_texts, num_images) scores ranking images for each text when they are not
+            ``similarity`` transposed (BLIP-2's ITM re-ranking re-scores each direction's own top k).
     """
-    if hasattr(similarity, "detach"):
-        similarity = similarity.detach().float().cpu().numpy()
-    sim = np.asarray(similarity, dtype=np.float64)
+    sim = _as_array(similarity)
     if sim.ndim != 2:
         raise DataError(f"similarity must be 2-D (num_images, num_texts), got shape {sim.shape}")
     num_images, num_texts = sim.shape
@@ -52,7 +59,11 @@ def recall_at_k(similarity, text_to_image: Sequence[int], ks: Sequence[int] = (1
     i2t_all = _ranks_desc(sim)  # (num_images, num_texts)
     own = owner[None, :] == np.arange(num_images)[:, None]
     i2t = np.where(own, i2t_all, num_texts).min(axis=1)  # best rank among the image's own texts
-    t2i = _ranks_desc(sim.T)[np.arange(num_texts), owner]
+    sim_t2i = sim.T if similarity_t2i is None else _as_array(similarity_t2i)
+    if sim_t2i.shape != (num_texts, num_images):
+        raise DataError(f"similarity_t2i must have shape ({num_texts}, {num_images}), got {sim_t2i.shape}",
+                        field="similarity_t2i")
+    t2i = _ranks_desc(sim_t2i)[np.arange(num_texts), owner]
     out: dict[str, float] = {}
     for k in ks:
         out[f"i2t_R@{k}"] = 100.0 * float(np.mean(i2t < k))

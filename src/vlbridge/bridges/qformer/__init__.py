@@ -13,7 +13,7 @@ from vlbridge.bridges.qformer.convert import (
 )
 from vlbridge.bridges.qformer.masks import itc_mask, itg_mask, itm_mask
 from vlbridge.bridges.qformer.model import QFormer, build_qformer
-from vlbridge.bridges.qformer.retrieval import evaluate_retrieval, recall_at_k
+from vlbridge.bridges.qformer.retrieval import evaluate_retrieval
 from vlbridge.bridges.qformer.stage1 import Blip2Stage1, build_blip2_stage1
 
 __all__ = [
@@ -34,6 +34,5 @@ __all__ = [
     "load_hf_blip2_state_dict",
     "qformer_config_from_bert",
     "qformer_from_bert",
-    "recall_at_k",
     "to_hf_state_dict",
 ]

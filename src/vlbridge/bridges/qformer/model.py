@@ -59,17 +59,9 @@ class QFormerMultiHeadAttention(nn.Module):
         self, x: Tensor, kv_states: Tensor, mask: Tensor | None, past: KeyValue | None = None
     ) -> tuple[Tensor, KeyValue]:
         # x: (B, S, H); kv_states: (B, T, kv); mask: bool (B, 1, S, P+T), True = may attend
-        # One matmul for q, k, v (self-attention) or for k, v (cross-attention): same maths as three
-        # Linears, fewer and larger GEMMs and one input gradient instead of three summed.
-        if kv_states is x:
-            weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
-            bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-            q, k, v = (self._heads(t) for t in F.linear(x, weight, bias).chunk(3, dim=-1))
-        else:
-            q = self._heads(self.query(x))
-            weight = torch.cat([self.key.weight, self.value.weight])
-            bias = torch.cat([self.key.bias, self.value.bias])
-            k, v = (self._heads(t) for t in F.linear(kv_states, weight, bias).chunk(2, dim=-1))
+        q = self._heads(self.query(x))
+        k = self._heads(self.key(kv_states))
+        v = self._heads(self.value(kv_states))
         if past is not None:  # keys/values of a prefix computed earlier (the queries, for ITG)
             k = torch.cat([past[0], k], dim=2)
             v = torch.cat([past[1], v], dim=2)

@@ -1,8 +1,8 @@
 """Image-text retrieval with a stage-1 Q-Former: ITC scores, optional ITM re-ranking, Recall@K both ways.
 
 As LAVIS `compute_sim_matrix`: ITC score = max over queries of the cosine similarity; re-ranking replaces
-each row's top-k by ITC + ITM match logit and everything else by -100; image->text counts the best-ranked of
-an image's captions, text->image the rank of the caption's image.
+each row's top-k by ITC + ITM match logit and everything else by -100. Recall@K both ways:
+:func:`vlbridge.metrics.retrieval.recall_at_k`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from vlbridge.bridges.qformer.stage1 import Blip2Stage1, max_over_queries
+from vlbridge.metrics.retrieval import recall_at_k
 
 
 @torch.no_grad()
@@ -64,40 +65,6 @@ def itm_rerank(
     return i2t, t2i
 
 
-def _ranks(scores: Tensor, relevant: Tensor) -> Tensor:
-    """0-based rank of the best relevant column in each row under a stable descending sort.
-    scores, relevant: (R, C); every row needs a relevant column."""
-    if not bool(relevant.any(dim=1).all()):
-        raise ValueError("every query needs at least one relevant item")
-    best = scores.masked_fill(~relevant, float("-inf")).max(dim=1, keepdim=True).values  # (R, 1)
-    columns = torch.arange(scores.shape[1], device=scores.device)
-    first_best = torch.where(relevant & (scores == best), columns, scores.shape[1]).min(dim=1, keepdim=True).values
-    ahead = (scores > best) | ((scores == best) & (columns < first_best))
-    return ahead.sum(dim=1)
-
-
-def recall_at_k(
-    scores_i2t: Tensor, text_image: Tensor, scores_t2i: Tensor | None = None, ks: tuple[int, ...] = (1, 5, 10)
-) -> dict[str, float]:
-    """Recall@K in percent both ways. scores_i2t: (N images, M texts); text_image: (M,) index of each text's
-    image; scores_t2i: (M, N), default scores_i2t transposed. Keys i2t_r{k}, t2i_r{k}, mean."""
-    num_images, num_texts = scores_i2t.shape
-    if text_image.shape != (num_texts,):
-        raise ValueError(f"text_image must have shape ({num_texts},), got {tuple(text_image.shape)}")
-    if scores_t2i is None:
-        scores_t2i = scores_i2t.t()
-    text_image = text_image.to(scores_i2t.device)
-    relevant = text_image[None, :] == torch.arange(num_images, device=scores_i2t.device)[:, None]  # (N, M)
-    i2t = _ranks(scores_i2t.float(), relevant)
-    t2i = _ranks(scores_t2i.float(), relevant.t())
-    out = {}
-    for name, ranks in (("i2t", i2t), ("t2i", t2i)):
-        for k in ks:
-            out[f"{name}_r{k}"] = 100.0 * (ranks < k).float().mean().item()
-    out["mean"] = sum(out.values()) / len(out)
-    return out
-
-
 @torch.no_grad()
 def evaluate_retrieval(
     model: Blip2Stage1,
@@ -113,8 +80,8 @@ def evaluate_retrieval(
     try:
         scores = itc_scores(embed_images(model, image_features), embed_texts(model, text_ids, text_mask))
         if rerank_k is None:
-            return recall_at_k(scores, text_image)
+            return recall_at_k(scores, text_image.tolist())
         i2t, t2i = itm_rerank(model, scores, image_features, text_ids, text_mask, k=rerank_k)
-        return recall_at_k(i2t, text_image, t2i)
+        return recall_at_k(i2t, text_image.tolist(), similarity_t2i=t2i)
     finally:
         model.train(was_training)
