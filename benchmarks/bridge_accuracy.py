@@ -1,0 +1,430 @@
+"""MemVP against the LLaVA-style bridge at equal steps, and MemVP's ablations, on Shapes (MemVP paper in miniature).
+
+Every configuration trains from the same seed for the same number of steps at the same batch size, so all see the
+same batches in the same order (``vlbridge.train.data_order``), between the packaged DINOv2-S/14 (frozen, features
+cached) and the frozen SmolLM2-135M. Recipe settings are the demo's (``vlbridge_cli.demo``): a one-line system
+prompt, 5 warm-up steps, lr 1e-3 for the LLaVA-style projector on the 2x2-pooled grid (64 visual tokens) and 3e-3
+for MemVP (256 grid features, 320 memory slots) and all its ablations; ``--set KEY=VALUE`` overrides apply to all.
+
+For each (configuration, task) it trains on ``train_{task}.json`` and scores the first ``--eval-samples`` questions
+of ``test_{task}.json`` (short: exact match; mc: the parsed option letter) before and after training, and records
+trainable parameters, analytic LM forward GFLOPs per sample (``vlbridge.cost.sample_flops``, one answer token, the
+mean prompt length of the scored test questions: the same for every configuration), train wall time, seconds per
+step and final loss. Each finished pair is written at once to OUT/results/<config>__<task>.json and skipped when the
+script runs again (``--force`` redoes it), so a long run that is cut short continues where it stopped.
+
+From whatever results exist it writes OUT/bridge_accuracy.json and OUT/bridge_accuracy.md (all runs; MemVP minus
+LLaVA-style per task against the target "at most 1 point below"; the ablations beside the paper's Table 4 with the
+direction of each change; the majority-answer baseline) and OUT/accuracy_vs_flops.png (accuracy against LM GFLOPs
+per sample, as the paper's Figure 4 right). Differences carry a paired standard error over the same questions.
+
+Defaults: 800 scenes (640 train: 2,560 short / 1,280 mc training questions; 80 test: 320 short / 160 mc), 100 steps
+of batch 8 (less than one epoch of either task), the first 160 test questions of each task. On this 2-core CPU
+(one thread per core, nothing else running): a MemVP step ~3.5 s, a LLaVA 64-token step ~6 s, scoring 160
+questions ~0.5 min (MemVP) to ~1 min (LLaVA) each time, building the model ~0.3 min, encoding the 720 images once
+~1.5 min (cached for later runs). Estimated: ``--suite main`` ~40 min, ``--suite ablations`` ~45 min (~37 min
+after ``main``, which already ran ``memvp`` on mc). Load from other processes slows all of it several times.
+
+    python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --suite main
+    python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --suite ablations
+    python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --configs llava-256 --tasks mc
+    python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --summary-only     # tables and plot again
+    python benchmarks/bridge_accuracy.py --out /tmp/acc_quick --quick --suite main    # the pipeline in ~2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from vlbridge_cli.demo import COMMON_SETTINGS, DEMO_SETTINGS
+
+# name -> recipe overrides (the bridge, its options, its learning rate: the demo's per bridge)
+LLAVA = ["model.bridge=llava", *DEMO_SETTINGS["llava"]]  # 2x2 pooling: 64 visual tokens, lr 1e-3
+MEMVP = ["model.bridge=memvp", *DEMO_SETTINGS["memvp"]]  # 256 grid features, 320 slots, lr 3e-3
+CONFIGS: dict[str, list[str]] = {
+    "llava": LLAVA,
+    "llava-256": [*LLAVA, "model.bridge_options.pool=1"],  # all 256 grid tokens (~3x the cost of 64; in no suite)
+    "memvp": MEMVP,
+    # the paper's Table 4 ablations (MemVPOptions)
+    "memvp-no-visual-prompts": [*MEMVP, "model.bridge_options.visual_prompts=false"],
+    "memvp-global": [*MEMVP, "model.bridge_options.features=pooled"],
+    "memvp-position-concat": [*MEMVP, "model.bridge_options.position=concat"],
+    "memvp-keys-only": [*MEMVP, "model.bridge_options.keys_only=true"],
+    "memvp-values-only": [*MEMVP, "model.bridge_options.values_only=true"],
+    # not in the paper's table, in no suite
+    "memvp-slots-256": [*MEMVP, "model.bridge_options.num_slots=256"],  # one slot per patch, no free memories
+    "memvp-scale-1": [*MEMVP, "model.bridge_options.scale=1.0"],  # s = 1 instead of the released 0.1
+}
+
+# task -> the score that is its accuracy (vlbridge.eval.scoring.score_sample)
+TASKS = {"short": "exact_match", "mc": "accuracy"}
+
+SUITES = {
+    "main": (["llava", "memvp"], ["short", "mc"]),
+    "ablations": (["memvp", "memvp-no-visual-prompts", "memvp-global", "memvp-position-concat", "memvp-keys-only",
+                   "memvp-values-only"], ["mc"]),
+}
+
+# MemVP paper, Table 4 (ScienceQA accuracy %, average / IMG subset); METHODS.md section 1
+PAPER_TABLE4 = {
+    "memvp": (93.07, 92.36),
+    "memvp-no-visual-prompts": (85.33, 76.05),
+    "memvp-global": (89.01, 84.18),
+    "memvp-position-concat": (89.79, 86.07),
+    "memvp-keys-only": (91.94, 90.23),
+    "memvp-values-only": (92.78, 92.36),
+}
+PAPER_LABELS = {
+    "memvp": "full", "memvp-no-visual-prompts": "w/o visual prompts", "memvp-global": "global instead of local",
+    "memvp-position-concat": "position concat instead of add", "memvp-keys-only": "keys only",
+    "memvp-values-only": "values only",
+}
+TARGET_POINTS_BELOW = 1.0  # MemVP at most 1 point below the LLaVA-style bridge (the paper finds it higher)
+MAX_NEW_TOKENS = 5  # as the demo: short answers are 1-3 tokens, a letter 1 (room for "The answer is B")
+
+
+def pick(names: str, valid: dict, what: str) -> list[str]:
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in valid]
+    if unknown or not chosen:
+        raise SystemExit(f"unknown or no {what} {unknown or chosen}; valid: {list(valid)}")
+    return chosen
+
+
+# --- one (configuration, task) ------------------------------------------------------------------
+def shapes_data(out: Path, n: int, seed: int) -> Path:
+    """The Shapes export (LLaVA JSON), made once per (n, seed)."""
+    from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
+    from vlbridge.data.shapes_export import export_shapes
+
+    folder = out / f"shapes_n{n}_seed{seed}"
+    if not (folder / "manifest.json").is_file():
+        export_shapes(generate_shapes(ShapesConfig(n=n, seed=seed)), folder, ["llava"], workers=2)
+    return folder
+
+
+def recipe_settings(config: str, task: str, args, data: Path, run: Path) -> list[str]:
+    return [
+        *COMMON_SETTINGS, *CONFIGS[config],
+        f"data.train={data / f'train_{task}.json'}", f"data.val={data / f'val_{task}.json'}", f"data.image_root={data}",
+        f"train.steps={args.steps}", f"train.batch_size={args.batch_size}", f"train.seed={args.seed}",
+        f"train.threads={args.threads}", "train.eval_every=0", "train.save_every=0",
+        "train.eval_samples=1",  # the trainer's own end-of-run check; the scores are measured here, before and after
+        f"train.output_dir={run}", f"eval.max_new_tokens={MAX_NEW_TOKENS}", *args.overrides,
+    ]
+
+
+def signature(config: str, task: str, args) -> dict:
+    """What makes two results of one (config, task) comparable; a stored result with another one is not reused."""
+    return {"config": config, "task": task, "scenes": args.scenes, "data_seed": args.data_seed, "seed": args.seed,
+            "steps": args.steps, "batch_size": args.batch_size, "eval_samples": args.eval_samples,
+            "settings": [*COMMON_SETTINGS, *CONFIGS[config], *args.overrides]}
+
+
+def run_one(config: str, task: str, args, data: Path, command: str) -> dict:
+    import torch
+
+    from vlbridge.build import build_model
+    from vlbridge.cost import sample_flops
+    from vlbridge.data.llava_json import read_llava_json
+    from vlbridge.eval.generate_answers import GenerationSettings
+    from vlbridge.eval.scoring import majority_baseline, score_sample
+    from vlbridge.train.objectives import get_objective
+    from vlbridge.train.recipe import load_recipe
+    from vlbridge.train.trainer import image_loader, train
+    from vlbridge_cli.demo import measure
+
+    run = args.out / "runs" / f"{config}__{task}"
+    recipe = load_recipe(None, recipe_settings(config, task, args, data, run))
+    train_set = list(read_llava_json(data / f"train_{task}.json", image_root=data))
+    test_set = list(read_llava_json(data / f"test_{task}.json", image_root=data))
+    test_set = test_set[: args.eval_samples] if args.eval_samples else test_set
+    settings = GenerationSettings(recipe.eval.max_new_tokens, recipe.eval.batch_size, seed=args.seed)
+    metric = TASKS[task]
+    started = time.perf_counter()
+
+    torch.manual_seed(args.seed)  # the bridge's initial weights: the same seed for every configuration
+    built = build_model(recipe.model)
+    images = image_loader(built, recipe)
+    _, prompts = get_objective("lm").collators(built, recipe, images)
+    # the LM's text positions of a prompt (the image placeholder is not text): the same for every configuration
+    encoded = [prompts.encode(s) for s in test_set]
+    text_tokens = round(sum(len(e.input_ids) - e.has_image for e in encoded) / len(encoded))
+    flops = sample_flops(built, text_tokens)
+    before, _ = measure(built, images, test_set, settings)
+    result = train(recipe, built=built)
+    after, seconds_per_sample = measure(built, images, test_set, settings)
+    history = result["history"]
+    timed = history[1:] or history  # the first step includes one-time work
+    tail = history[-max(1, len(history) // 10):]
+    row = {
+        "config": config, "task": task, "metric": metric, "signature": signature(config, task, args),
+        "command": command, "run": str(run), "bridge": recipe.model.bridge,
+        "bridge_options": recipe.model.bridge_options, "lr": recipe.train.lr,
+        "trainable_parameters": result["report"]["parameters_trainable"],
+        "text_tokens": text_tokens, "sequence_length": flops["sequence_length"], "memory_slots": flops["memory_slots"],
+        "lm_gflops_per_sample": flops["lm"] / 1e9, "connector_gflops_per_sample": flops["connector"] / 1e9,
+        "text_only_lm_gflops_per_sample": flops["text_only_lm"] / 1e9,
+        "train_wall_seconds": result["wall_seconds"],
+        "train_seconds_per_step": sum(h["step_seconds"] for h in timed) / len(timed),
+        "inference_seconds_per_sample": seconds_per_sample,
+        "final_loss": history[-1]["loss"], "mean_loss_last_steps": sum(h["loss"] for h in tail) / len(tail),
+        "loss_curve": [h["loss"] for h in history],
+        "eval_samples": len(test_set), "accuracy_before": before[metric], "accuracy_after": after[metric],
+        "scores_before": {k: v for k, v in before.items() if k != "predictions"},
+        "scores_after": {k: v for k, v in after.items() if k != "predictions"},
+        "majority_baseline": majority_baseline(train_set, test_set),
+        "question_ids": [s.id for s in test_set],
+        "correct_after": [score_sample(s, p)[metric] for s, p in zip(test_set, after["predictions"])],
+        "examples": [{"question": s.turns[0].text.replace("<image>\n", ""), "answer": s.answer, "before": b,
+                      "after": a} for s, b, a in list(zip(test_set, before["predictions"], after["predictions"]))[:6]],
+        "wall_seconds": time.perf_counter() - started,
+    }
+    del result, built, images, prompts
+    gc.collect()
+    return row
+
+
+# --- the summary (pure functions of the stored results) -----------------------------------------
+def paired_difference(a: dict, b: dict) -> tuple[float, float | None, int]:
+    """Accuracy of ``a`` minus ``b`` (points) on the questions both scored, and its standard error from the
+    per-question differences (the same questions: paired, tighter than two independent errors)."""
+    right = dict(zip(b["question_ids"], b["correct_after"]))
+    diffs = [100 * (c - right[q]) for q, c in zip(a["question_ids"], a["correct_after"]) if q in right]
+    n = len(diffs)
+    if n == 0:
+        return a["accuracy_after"] - b["accuracy_after"], None, 0
+    mean = sum(diffs) / n
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n) if n > 1 else None
+    return mean, se, n
+
+
+def sign(x: float) -> int:
+    return (x > 0) - (x < 0)
+
+
+def summarise(results: list[dict]) -> dict:
+    """Targets, the ablation table and baselines from whatever (config, task) results exist."""
+    by = {(r["config"], r["task"]): r for r in results}
+    comparisons = []
+    for task in TASKS:
+        llava, memvp = by.get(("llava", task)), by.get(("memvp", task))
+        if llava and memvp:
+            diff, se, n = paired_difference(memvp, llava)
+            comparisons.append({"task": task, "llava": llava["accuracy_after"], "memvp": memvp["accuracy_after"],
+                                "memvp_minus_llava": diff, "standard_error": se, "questions": n,
+                                "met": diff >= -TARGET_POINTS_BELOW,
+                                "flops_llava_over_memvp":
+                                    llava["lm_gflops_per_sample"] / memvp["lm_gflops_per_sample"]})
+    ablations = []
+    full = by.get(("memvp", "mc"))
+    paper_avg, paper_img = PAPER_TABLE4["memvp"]
+    for config, (avg, img) in PAPER_TABLE4.items():
+        ours = by.get((config, "mc"))
+        row = {"config": config, "ablation": PAPER_LABELS[config], "paper_avg": avg, "paper_img": img,
+               "paper_avg_delta": avg - paper_avg, "paper_img_delta": img - paper_img,
+               "ours": ours["accuracy_after"] if ours else None, "ours_delta": None, "standard_error": None,
+               "same_direction": None}
+        if ours and full and config != "memvp":
+            row["ours_delta"], row["standard_error"], _ = paired_difference(ours, full)
+            # the paper's direction is its average's (every ablation lowers it); a tie agrees with nothing
+            row["same_direction"] = sign(row["ours_delta"]) == sign(row["paper_avg_delta"]) != 0
+        ablations.append(row)
+    judged = [a for a in ablations if a["same_direction"] is not None]
+    majority = {task: next(r["majority_baseline"] for r in results if r["task"] == task)
+                for task in TASKS if any(r["task"] == task for r in results)}
+    return {"memvp_vs_llava": comparisons, "ablations": ablations,
+            "ablations_same_direction": f"{sum(a['same_direction'] for a in judged)} of {len(judged)}",
+            "majority_baseline": majority}
+
+
+def _pct(x: float | None, signed: bool = False) -> str:
+    return "" if x is None else (f"{x:+.1f}" if signed else f"{x:.1f}")
+
+
+def _delta(x: float | None, se: float | None) -> str:
+    return "" if x is None else _pct(x, True) + (f" ± {se:.1f}" if se is not None else "")
+
+
+def markdown(results: list[dict], summary: dict) -> str:
+    lines = ["## All runs (accuracy % on the first N test questions; LM forward GFLOPs per sample, one answer token)",
+             "", "| config | task | steps | trainable | LM GFLOPs | s/step | train min | final loss | N | before "
+             "| after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: (r["task"], r["config"])):
+        lines.append(f"| {r['config']} | {r['task']} | {r['signature']['steps']} | {r['trainable_parameters']:,} | "
+                     f"{r['lm_gflops_per_sample']:.2f} | {r['train_seconds_per_step']:.2f} | "
+                     f"{r['train_wall_seconds'] / 60:.1f} | {r['final_loss']:.3f} | {r['eval_samples']} | "
+                     f"{r['accuracy_before']:.1f} | {r['accuracy_after']:.1f} |")
+    lines += ["", "Majority-answer baseline (the training set's most frequent answer): "
+              + ", ".join(f"{t} {v:.1f} %" for t, v in summary["majority_baseline"].items())]
+    if summary["memvp_vs_llava"]:
+        lines += ["", f"## MemVP vs LLaVA-style at equal steps (target: MemVP at most {TARGET_POINTS_BELOW:g} point "
+                  "below)", "",
+                  "| task | LLaVA-style | MemVP | MemVP - LLaVA ± SE | LM FLOPs LLaVA / MemVP | target |",
+                  "|---|---|---|---|---|---|"]
+        for c in summary["memvp_vs_llava"]:
+            lines.append(f"| {c['task']} | {c['llava']:.1f} | {c['memvp']:.1f} | "
+                         f"{_delta(c['memvp_minus_llava'], c['standard_error'])} | "
+                         f"{c['flops_llava_over_memvp']:.2f}x | {'met' if c['met'] else 'NOT met'} |")
+    if any(a["ours"] is not None for a in summary["ablations"]):
+        lines += ["", "## MemVP ablations on Shapes mc beside the paper's Table 4 (ScienceQA avg / IMG)", "",
+                  "| ablation | config | ours | ours - full ± SE | paper avg | paper - full | paper IMG "
+                  "| paper IMG - full "
+                  "| same direction |", "|---|---|---|---|---|---|---|---|---|"]
+        for a in summary["ablations"]:
+            agree = {None: "", True: "yes", False: "no"}[a["same_direction"]]
+            lines.append(f"| {a['ablation']} | {a['config']} | {_pct(a['ours'])} | "
+                         f"{_delta(a['ours_delta'], a['standard_error'])} | {a['paper_avg']:.2f} | "
+                         f"{a['paper_avg_delta']:+.2f} | {a['paper_img']:.2f} | "
+                         f"{a['paper_img_delta']:+.2f} | {agree} |")
+        lines += ["", f"Same direction as the paper's average: {summary['ablations_same_direction']} "
+                  "(a difference within about two standard errors is not distinguishable from none)."]
+    return "\n".join(lines) + "\n"
+
+
+def spread(values: list[float], gap: float) -> list[float]:
+    """Label positions near ``values`` (in order of the input), at least ``gap`` apart, centred on the originals."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    placed: list[float] = []
+    for i in order:
+        placed.append(max(values[i], placed[-1] + gap) if placed else values[i])
+    shift = (sum(values) - sum(placed)) / len(values) if values else 0.0
+    out = [0.0] * len(values)
+    for rank, i in enumerate(order):
+        out[i] = placed[rank] + shift
+    return out
+
+
+def plot(results: list[dict], summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 5))
+    markers = {"short": "o", "mc": "s"}
+    colors = {name: plt.cm.tab10(i % 10) for i, name in enumerate(CONFIGS)}
+    xs = [r["lm_gflops_per_sample"] for r in results]
+    ys = [r["accuracy_after"] for r in results]
+    span = max(max(ys) - min(ys), 10.0) if ys else 10.0
+    labels = [0.0] * len(results)
+    for x in set(round(v, 3) for v in xs):  # labels of points at the same FLOPs must not overlap
+        group = [i for i, v in enumerate(xs) if round(v, 3) == x]
+        for i, y in zip(group, spread([ys[i] for i in group], span * 0.045)):
+            labels[i] = y
+    for r, x, y, label in zip(results, xs, ys, labels):
+        axis.scatter(x, y, marker=markers[r["task"]], color=colors[r["config"]], s=50, zorder=3)
+        axis.annotate(f"{r['config']} ({r['task']})", (x, y), xytext=(x * 1.03 + 0.3, label), fontsize=8,
+                      va="center", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})
+    for task, value in summary["majority_baseline"].items():
+        axis.axhline(value, color="0.5", lw=0.8, ls=":" if task == "short" else "--")
+        axis.text(axis.get_xlim()[0], value, f" majority answer ({task})", fontsize=7, color="0.4", va="bottom")
+    for task, marker in markers.items():
+        axis.scatter([], [], marker=marker, color="0.3", label=f"Shapes {task}")
+    steps = sorted({r["signature"]["steps"] for r in results})
+    axis.set(xlabel="analytic LM forward GFLOPs per sample (one answer token)",
+             ylabel="test accuracy after training (%)",
+             title=f"Accuracy vs FLOPs at equal steps ({', '.join(map(str, steps))} steps)")
+    axis.set_xlim(right=max(xs) * 1.45 if xs else 1)
+    axis.legend(loc="lower right", fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_summary(out: Path, command: str, settings: dict, show: bool = True) -> dict:
+    results = [json.loads(p.read_text()) for p in sorted((out / "results").glob("*__*.json"))]
+    if not results:
+        print(f"no results in {out / 'results'} yet")
+        return {}
+    summary = summarise(results)
+    text = markdown(results, summary)
+    numbers = {"command": command, "settings": settings, "summary": summary,
+               "results": [{k: v for k, v in r.items() if k not in ("question_ids", "correct_after", "loss_curve")}
+                           for r in results]}
+    (out / "bridge_accuracy.json").write_text(json.dumps(numbers, indent=1))
+    (out / "bridge_accuracy.md").write_text(text)
+    plot(results, summary, out / "accuracy_vs_flops.png")
+    if show:
+        print("\n" + text)
+        print(f"wrote {out / 'bridge_accuracy.json'}, {out / 'bridge_accuracy.md'} and {out / 'accuracy_vs_flops.png'}")
+    return numbers
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for the data, runs, results, JSON, table, PNG")
+    parser.add_argument("--suite", choices=list(SUITES), default="main",
+                        help="main: llava and memvp on short and mc; ablations: the MemVP ablations on mc")
+    parser.add_argument("--configs",
+                        help=f"comma-separated configurations instead of the suite's; valid: {list(CONFIGS)}")
+    parser.add_argument("--tasks", help=f"comma-separated tasks instead of the suite's; valid: {list(TASKS)}")
+    parser.add_argument("--scenes", type=int, default=800, help="Shapes scenes (80 %% train, 10 %% val, 10 %% test)")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the Shapes data")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed (bridge init, data order, dropout) of all runs")
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps, the same for every configuration")
+    parser.add_argument("--batch-size", type=int, default=8, help="samples per step")
+    parser.add_argument("--eval-samples", type=int, default=160,
+                        help="first N test questions scored before and after training (0 = all)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override applied to every configuration, e.g. --set train.lr=5e-4 (repeatable)")
+    parser.add_argument("--force", action="store_true", help="run again the pairs whose results already exist")
+    parser.add_argument("--summary-only", action="store_true", help="only rebuild the tables and plot from OUT/results")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny settings to check the pipeline (30 scenes, 2 steps of 4, 6 questions)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.scenes, args.steps, args.batch_size, args.eval_samples = 30, 2, 4, 6
+    configs = pick(args.configs, CONFIGS, "configurations") if args.configs else SUITES[args.suite][0]
+    tasks = pick(args.tasks, TASKS, "tasks") if args.tasks else SUITES[args.suite][1]
+    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.summary_only:
+        write_summary(args.out, command, settings)
+        return 0
+
+    from vlbridge.data.llava_json import write_json_atomic
+
+    started = time.perf_counter()
+    data = shapes_data(args.out, args.scenes, args.data_seed)
+    todo = [(c, t) for t in tasks for c in configs]  # task by task: each task's comparison completes early
+    done = set()
+    for config, task in todo if not args.force else []:  # checked before any run: never mix settings
+        path = args.out / "results" / f"{config}__{task}.json"
+        if path.is_file():
+            stored = json.loads(path.read_text()).get("signature")
+            if stored != signature(config, task, args):
+                raise SystemExit(f"{path} was made with other settings ({stored}); "
+                                 "pass --force to redo it or choose another --out")
+            done.add((config, task))
+    for i, (config, task) in enumerate(todo):
+        path = args.out / "results" / f"{config}__{task}.json"
+        if (config, task) in done:
+            print(f"[{i + 1}/{len(todo)}] {config} on {task}: done before ({path}), skipped")
+            continue
+        print(f"\n[{i + 1}/{len(todo)}] {config} on {task}: build, score untrained, train {args.steps} steps, score",
+              flush=True)
+        row = run_one(config, task, args, data, command)
+        write_json_atomic(row, path, indent=1)
+        print(f"  {config} on {task}: {row['accuracy_before']:.1f} % -> {row['accuracy_after']:.1f} % "
+              f"({row['train_seconds_per_step']:.2f} s/step, {row['wall_seconds'] / 60:.1f} min); {path}", flush=True)
+        write_summary(args.out, command, settings, show=False)
+    write_summary(args.out, command, settings)
+    print(f"done in {(time.perf_counter() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
