@@ -96,6 +96,8 @@ def answer_photos(built, folder: Path, settings) -> list[dict]:
 
 
 def run(args) -> int:
+    from transformers.utils import logging as transformers_logging
+
     from vlbridge.build import build_model
     from vlbridge.data.llava_json import read_llava_json
     from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
@@ -105,6 +107,7 @@ def run(args) -> int:
     from vlbridge.cost import sample_flops
     from vlbridge.train.trainer import image_loader, train
 
+    transformers_logging.disable_progress_bar()  # one bar per weight load would bury the demo's own output
     started = time.perf_counter()
     out = Path(args.out)
     data = out / "data"
@@ -115,7 +118,7 @@ def run(args) -> int:
     majority = majority_baseline(train_set, test_set)
     settings = GenerationSettings(max_new_tokens=5, batch_size=16)
 
-    rows, last_built = [], None
+    rows, photos = [], {}
     bridges = [b.strip() for b in args.bridges.split(",") if b.strip()]
     for i, bridge in enumerate(bridges):
         recipe = recipe_for(bridge, args, data, out / "runs")
@@ -138,18 +141,19 @@ def run(args) -> int:
             "examples": [{"question": s.turns[0].text.replace("<image>\n", ""), "answer": s.answer, "prediction": p}
                          for s, p in list(zip(test_set, after["predictions"]))[:6]],
         })
-        last_built = built
         for example in rows[-1]["examples"]:
             print(f"   Q: {example['question']:<45} truth: {example['answer']:<12} answer: {example['prediction']}")
+        photos[bridge] = answer_photos(built, out / "photos", settings)
+        del built, loader
 
     print("\n[3/4] side by side (Shapes short-answer test questions)\n")
     print(table(rows, majority))
-    photos = []
-    if last_built is not None:
-        print(f"\n[4/4] real photos from scikit-image, answered by the '{bridges[-1]}' bridge trained on Shapes only")
-        photos = answer_photos(last_built, out / "photos", settings)
-        for p in photos:
-            print(f"   {p['photo']:<14} Q: {p['question']:<32} A: {p['answer']}")
+    if photos:
+        print("\n[4/4] real photos from scikit-image, answered by each bridge (trained on Shapes only)")
+        for index, (name, question) in enumerate(PHOTO_QUESTIONS):
+            print(f"   {name + '.png':<14} Q: {question}")
+            for bridge, answers in photos.items():
+                print(f"   {'':<14} {bridge:>8}: {answers[index]['answer']}")
     wall = time.perf_counter() - started
     summary = {"rows": rows, "majority_baseline": majority, "photos": photos, "wall_seconds": wall,
                "settings": {k: v for k, v in vars(args).items() if k != "run"}}
