@@ -66,3 +66,17 @@ def tiny_dinov2_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_dinov2")
     Dinov2Model(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_seq2seq_dirs(tmp_path_factory):
+    """``kind -> folder`` of tiny random encoder-decoder LMs with their tokenizers (``tiny_seq2seq.py``):
+    ``t5`` (relu FFN), ``flan-t5`` (gated-gelu FFN) and ``bart``; each saved on first use."""
+    from tiny_seq2seq import save_tiny_seq2seq
+
+    class Folders(dict):
+        def __missing__(self, kind):
+            self[kind] = save_tiny_seq2seq(kind, tmp_path_factory.mktemp(f"tiny_{kind}"))
+            return self[kind]
+
+    return Folders()

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from vlbridge.data.sample import Sample
 from vlbridge.text.chat_format import ChatFormat
+from vlbridge.text.seq2seq import encode_seq2seq
 from vlbridge.text.tokenize import IGNORE, Encoded, TruncationPolicy, encode_sample
 
 
@@ -25,6 +26,9 @@ class ImageInputs:
 
 @dataclass
 class Batch:
+    """A decoder-only LM reads ``input_ids`` (prompt and answers) with ``labels``; an encoder-decoder LM
+    reads the prompt as ``input_ids`` (encoder) and the answer as ``targets`` (decoder), ``labels`` None."""
+
     input_ids: Tensor  # (B, L), IMAGE_TOKEN_ID at each row's image position
     attention_mask: Tensor  # (B, L)
     labels: Tensor | None  # (B, L), IGNORE except supervised answer tokens
@@ -32,15 +36,19 @@ class Batch:
     images: ImageInputs  # for the rows where has_image
     sample_ids: list[str] = field(default_factory=list)
     padding_side: str = "right"
+    targets: Tensor | None = None  # (B, T) encoder-decoder LMs: decoder targets, right-padded with IGNORE
 
     def to(self, device) -> "Batch":
         move = lambda t: t.to(device) if isinstance(t, Tensor) else t  # noqa: E731
         images = ImageInputs(move(self.images.pixel_values), move(self.images.grid), move(self.images.pooled))
         return replace(self, input_ids=move(self.input_ids), attention_mask=move(self.attention_mask),
-                       labels=move(self.labels), has_image=move(self.has_image), images=images)
+                       labels=move(self.labels), has_image=move(self.has_image), images=images,
+                       targets=move(self.targets))
 
     @property
     def num_supervised(self) -> int:
+        if self.targets is not None:
+            return int((self.targets != IGNORE).sum())
         return 0 if self.labels is None else int((self.labels[:, 1:] != IGNORE).sum())
 
 
@@ -53,7 +61,9 @@ def pad(sequences: Sequence[list[int]], value: int, side: str) -> Tensor:
 
 class Collator:
     """Samples -> :class:`Batch`. Training batches are right-padded with labels; generation batches
-    (``with_answer=False``) are left-padded so every row's next token is at the last position."""
+    (``with_answer=False``) are left-padded so every row's next token is at the last position.
+    With an encoder-decoder chat format (``chat_format.encoder_decoder``) training batches carry the
+    prompt as ``input_ids`` and the answer as ``targets`` (:mod:`vlbridge.text.seq2seq`)."""
 
     def __init__(
         self,
@@ -72,16 +82,19 @@ class Collator:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def encode(self, sample: Sample) -> Encoded:
-        return encode_sample(sample, self.tokenizer, self.chat_format, with_answer=self.with_answer,
-                             max_length=self.max_length, image_tokens=self.image_tokens, truncation=self.truncation)
+        encode = encode_seq2seq if self.chat_format.encoder_decoder else encode_sample
+        return encode(sample, self.tokenizer, self.chat_format, with_answer=self.with_answer,
+                      max_length=self.max_length, image_tokens=self.image_tokens, truncation=self.truncation)
 
     def __call__(self, samples: list[Sample]) -> Batch:
         encoded = [self.encode(s) for s in samples]
         side = "right" if self.with_answer else "left"
         input_ids = pad([e.input_ids for e in encoded], self.pad_id, side)
         attention_mask = pad([[1] * len(e.input_ids) for e in encoded], 0, side)
-        labels = pad([e.labels for e in encoded], IGNORE, side) if self.with_answer else None
+        seq2seq = self.with_answer and self.chat_format.encoder_decoder
+        labels = pad([e.labels for e in encoded], IGNORE, side) if self.with_answer and not seq2seq else None
+        targets = pad([e.targets for e in encoded], IGNORE, "right") if seq2seq else None
         has_image = torch.tensor([e.has_image for e in encoded], dtype=torch.bool)
         with_images = [s for s, e in zip(samples, encoded) if e.has_image]
         images = self.load_images(with_images) if with_images else ImageInputs()
-        return Batch(input_ids, attention_mask, labels, has_image, images, [s.id for s in samples], side)
+        return Batch(input_ids, attention_mask, labels, has_image, images, [s.id for s in samples], side, targets)

@@ -1,4 +1,5 @@
-"""Forward FLOPs of a decoder-only LM with and without visual tokens: pure functions of the LM's shape.
+"""Forward FLOPs of a decoder-only or encoder-decoder LM with and without visual tokens: pure functions of
+the LM's shape.
 
 Conventions (stated, as in nanoGPT's ``estimate_mfu`` and nanochat's ``estimate_flops``):
 - one multiply-add = 2 FLOPs; only matrix products count (norms, activations, softmax, rotary and
@@ -12,6 +13,11 @@ Conventions (stated, as in nanoGPT's ``estimate_mfu`` and nanochat's ``estimate_
   last position when generating), as :class:`vlbridge.models.language_model.LanguageModel` computes it;
 - memory-space prompting (MemVP) adds ``x K^T`` and ``(.) V`` over M slots in each memory layer:
   ``4·T·d·M``.
+
+Encoder-decoder LMs (T5, BART; :func:`seq2seq_flops`): the encoder runs over the prompt (with any visual
+tokens), the decoder over the answer, each decoder layer adding cross-attention (q and o over the answer,
+k and v over the encoder's output, scores and weighted values over both); memory slots may sit in either
+stack; the head counts at every decoder position (per sample there is no padding: the answer's tokens).
 
 METHODS.md section 0's simplified per-layer formulas (multi-head attention, FFN 4d, no head) are
 :func:`paper_layer_flops`; with a matching :class:`LMShape` they equal :func:`layer_flops` exactly.
@@ -58,6 +64,39 @@ class LMShape:
     @classmethod
     def of(cls, language_model) -> "LMShape":
         """From a :class:`vlbridge.models.language_model.LanguageModel`."""
+        if getattr(language_model, "is_encoder_decoder", False):
+            raise ValueError("an encoder-decoder LM has two stacks: use Seq2SeqShape.of and seq2seq_flops")
+        return cls.from_config(language_model.config, language_model.layout.gated)
+
+
+@dataclass(frozen=True)
+class Seq2SeqShape:
+    """What an encoder-decoder LM's FLOPs depend on: one :class:`LMShape` per stack (the decoder's
+    ``vocab`` is the head's; the encoder's is unused)."""
+
+    encoder: LMShape
+    decoder: LMShape
+
+    @classmethod
+    def from_config(cls, config, gated: bool) -> "Seq2SeqShape":
+        """From a Hugging Face T5 (``num_layers``, ``d_ff``, ``d_kv``...) or BART (``encoder_layers``,
+        ``encoder_ffn_dim``, ``encoder_attention_heads``...) config."""
+        width = config.d_model
+
+        def stack(prefix: str, layers: int) -> LMShape:
+            heads = getattr(config, f"{prefix}_attention_heads", None) or config.num_heads
+            return LMShape(layers=layers, width=width,
+                           ffn_width=getattr(config, f"{prefix}_ffn_dim", None) or config.d_ff,
+                           heads=heads, kv_heads=heads, head_dim=getattr(config, "d_kv", None) or width // heads,
+                           vocab=config.vocab_size, gated=gated)
+
+        encoder_layers = getattr(config, "encoder_layers", None) or config.num_layers
+        decoder_layers = getattr(config, "decoder_layers", None) or getattr(config, "num_decoder_layers", None)
+        return cls(stack("encoder", encoder_layers), stack("decoder", decoder_layers or encoder_layers))
+
+    @classmethod
+    def of(cls, language_model) -> "Seq2SeqShape":
+        """From a :class:`vlbridge.models.seq2seq_language_model.Seq2SeqLanguageModel`."""
         return cls.from_config(language_model.config, language_model.layout.gated)
 
 
@@ -87,6 +126,30 @@ def lm_flops(shape: LMShape, seq_len: int, logit_positions: int, memory_slots: i
     plain = layer_flops(shape, seq_len)
     per_memory_layer = layer_flops(shape, seq_len, memory_slots=memory_slots)
     return (shape.layers - with_memory) * plain + with_memory * per_memory_layer + head_flops(shape, logit_positions)
+
+
+def cross_attention_flops(shape: LMShape, positions: int, encoder_positions: int) -> int:
+    """One decoder layer's cross-attention: ``positions`` decoder tokens reading ``encoder_positions``."""
+    T, S = positions, encoder_positions
+    q_width, kv_width = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    projections = 2 * T * shape.width * 2 * q_width + 2 * S * shape.width * 2 * kv_width  # q, o; k, v
+    return projections + 2 * (2 * T * S * q_width)
+
+
+def seq2seq_flops(shape: Seq2SeqShape, encoder_len: int, decoder_len: int, memory_slots: int = 0,
+                  encoder_memory_layers: int | None = None, decoder_memory_layers: int | None = None) -> int:
+    """A full forward pass: the encoder over ``encoder_len`` positions, the decoder (with cross-attention)
+    over ``decoder_len`` positions and the head at each of them. With ``memory_slots`` > 0, that many FFN
+    slots in ``encoder_memory_layers`` / ``decoder_memory_layers`` layers of each stack (default all)."""
+    enc, dec = shape.encoder, shape.decoder
+    enc_memory = (enc.layers if encoder_memory_layers is None else encoder_memory_layers) if memory_slots else 0
+    dec_memory = (dec.layers if decoder_memory_layers is None else decoder_memory_layers) if memory_slots else 0
+    encoder = (enc.layers - enc_memory) * layer_flops(enc, encoder_len) \
+        + enc_memory * layer_flops(enc, encoder_len, memory_slots=memory_slots)
+    decoder = (dec.layers - dec_memory) * layer_flops(dec, decoder_len) \
+        + dec_memory * layer_flops(dec, decoder_len, memory_slots=memory_slots) \
+        + dec.layers * cross_attention_flops(dec, decoder_len, encoder_len)
+    return encoder + decoder + head_flops(dec, decoder_len)
 
 
 def text_only_flops(shape: LMShape, text_len: int, logit_positions: int) -> int:

@@ -1,4 +1,11 @@
-"""The assembled model: vision encoder (optional) + bridge + language model."""
+"""The assembled model: vision encoder (optional) + bridge + language model.
+
+The language model is decoder-only (:class:`LanguageModel`) or encoder-decoder
+(:class:`vlbridge.models.seq2seq_language_model.Seq2SeqLanguageModel`): for the latter the injection
+works on the encoder's input (the prompt), which is always right-aligned as Hugging Face's encoders
+expect (BART's learned absolute positions would shift under left padding), and the answer is the
+decoder's target.
+"""
 
 from __future__ import annotations
 
@@ -46,10 +53,12 @@ class VisionLanguageModel(nn.Module):
 
     def forward(self, batch: Batch, output_hidden_states: bool = False) -> LMOutput:
         visual = self.visual_vectors(batch)
-        with self.bridge.injection.inject(self.language_model, batch.input_ids, batch.attention_mask, visual,
-                                          batch.has_image, batch.labels, batch.padding_side) as inputs:
-            return self.language_model(inputs.inputs_embeds, inputs.attention_mask, inputs.labels,
-                                       output_hidden_states=output_hidden_states)
+        lm = self.language_model
+        side = "right" if lm.is_encoder_decoder else batch.padding_side
+        with self.bridge.injection.inject(lm, batch.input_ids, batch.attention_mask, visual,
+                                          batch.has_image, batch.labels, side) as inputs:
+            labels = batch.targets if lm.is_encoder_decoder else inputs.labels
+            return lm(inputs.inputs_embeds, inputs.attention_mask, labels, output_hidden_states=output_hidden_states)
 
     @torch.no_grad()
     def generate(self, batch: Batch, max_new_tokens: int = 32, do_sample: bool = False,
@@ -57,21 +66,25 @@ class VisionLanguageModel(nn.Module):
                  pad_token_id: int | None = None, seed: int | None = None) -> Tensor:
         """Batched generation with the LM's KV cache (Hugging Face ``generate`` on input embeddings).
 
-        ``batch`` must be left-padded (a Collator with ``with_answer=False``). Returns (B, T) new token
-        ids, padded with ``pad_token_id`` after each row's end of sequence.
+        ``batch`` must be left-padded (a Collator with ``with_answer=False``) for a decoder-only LM; an
+        encoder-decoder LM takes the prompt padded on either side (its encoder input is right-aligned here).
+        Returns (B, T) new token ids, padded with ``pad_token_id`` after each row's end of sequence.
         """
-        if batch.padding_side != "left":
+        seq2seq = self.language_model.is_encoder_decoder
+        if batch.padding_side != "left" and not seq2seq:
             raise ValueError("generation needs a left-padded batch (Collator(with_answer=False))")
         if seed is not None:
             torch.manual_seed(seed)
         visual = self.visual_vectors(batch)
         model = self.language_model.model
         with self.bridge.injection.inject(self.language_model, batch.input_ids, batch.attention_mask, visual,
-                                          batch.has_image, None, "left") as inputs:
-            return model.generate(
+                                          batch.has_image, None, "right" if seq2seq else "left") as inputs:
+            # the encoder has no position ids to pass (T5: relative, BART: from 0 on the right-aligned input)
+            positions = {} if seq2seq else {"position_ids": positions_from_mask(inputs.attention_mask)}
+            out = model.generate(
                 inputs_embeds=inputs.inputs_embeds,
                 attention_mask=inputs.attention_mask,
-                position_ids=positions_from_mask(inputs.attention_mask),
+                **positions,
                 max_new_tokens=max_new_tokens,
                 do_sample=do_sample,
                 temperature=temperature if do_sample else None,
@@ -80,6 +93,8 @@ class VisionLanguageModel(nn.Module):
                 eos_token_id=eos_token_id,
                 pad_token_id=pad_token_id,
             )
+        # an encoder-decoder's output starts with the decoder's start token, which was not generated
+        return out[:, 1:] if seq2seq else out
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {name: p for name, p in self.named_parameters() if p.requires_grad}

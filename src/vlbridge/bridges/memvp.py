@@ -2,8 +2,11 @@
 
 Defaults follow the released LLaMA code (JieShibo/MemVP): ``Linear(d_v, 128) -> SiLU -> Linear(128, d)``
 with xavier weights and zero biases, lam = 0.01, 320 slots, s = 0.1, dropout 0.1, every layer. On a
-non-gated FFN (GPT-2) the defaults become the paper's literal concatenation instead: phi = the FFN's own
-activation, s = 1, no dropout. The remaining fields are the paper's ablations.
+non-gated FFN (GPT-2, T5 ``relu``, BART) the defaults become the paper's literal concatenation instead:
+phi = the FFN's own activation, s = 1, no dropout. A gated FFN (LLaMA's SwiGLU, flan-T5's ``gated-gelu``)
+keeps the code's parallel branch with its values. On an encoder-decoder LM (T5, BART) ``memory_in`` picks
+the stacks with memory: the paper's BART/T5 code is not released, so which it used is unknown and ``both``
+is our default. The remaining fields are the paper's ablations.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ class MemVPOptions:
     scale: float | None = None  # s; None = 0.1 on gated FFNs (released scripts), 1.0 on non-gated (literal concat)
     dropout: float | None = None  # on phi(x K^T); None = 0.1 on gated FFNs (code), 0.0 on non-gated
     activation: str | None = None  # phi; None = silu on gated FFNs (code), the FFN's own activation on non-gated
-    layers: tuple[int, ...] | None = None  # decoder layers with memory; None = every layer (code)
+    layers: tuple[int, ...] | None = None  # layers with memory, indexed within each stack; None = every layer (code)
+    memory_in: str = "both"  # encoder-decoder LMs: encoder | decoder | both (ours; unpublished); decoder-only: both
     features: str = "grid"  # grid (local patches) | pooled (ablation "local -> global")
     visual_prompts: bool = True  # False = position embeddings only, f(z) = 0 (ablation "w/o visual prompts")
     position: str = "add"  # add (code) | concat: p_k / p_v on their own feature range (ablation, layout ours)
@@ -49,11 +53,16 @@ class NoVisualPrompts(nn.Module):
         return features.new_zeros(*features.shape[:-1], self.width)
 
 
+MEMORY_IN = {"both": None, "encoder": ("encoder",), "decoder": ("decoder",)}  # option -> the injection's stacks
+
+
 def build_memvp(vision_dim: int, language_model, options: MemVPOptions) -> Bridge:
     d = language_model.hidden_size
     gated = language_model.layout.gated
     if options.keys_only and options.values_only:
         raise ConfigError("bridge 'memvp': keys_only and values_only exclude each other")
+    if options.memory_in not in MEMORY_IN:
+        raise ConfigError(f"bridge 'memvp': unknown memory_in {options.memory_in!r}; valid: {list(MEMORY_IN)}")
     position_dim = None
     if options.position == "concat":
         position_dim = options.position_dim if options.position_dim is not None else d // 2
@@ -73,6 +82,7 @@ def build_memvp(vision_dim: int, language_model, options: MemVPOptions) -> Bridg
         dropout=options.dropout if options.dropout is not None else (0.1 if gated else 0.0),
         activation=options.activation if options.activation is not None else ("silu" if gated else None),
         layers=None if options.layers is None else tuple(options.layers),
+        stacks=MEMORY_IN[options.memory_in],
         visual_prompts=options.visual_prompts,
         position=options.position,
         position_dim=position_dim,

@@ -12,6 +12,7 @@ Where a model keeps its decoder layers and FFNs is read from :data:`LAYOUTS`, ke
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +39,17 @@ LAYOUTS: dict[str, DecoderLayout] = {
 }
 
 
+@dataclass(frozen=True)
+class FFNSite:
+    """One layer's FFN as a memory-space injection sees it (``LanguageModel.ffn_sites``)."""
+
+    stack: str  # "decoder" in a decoder-only LM; "encoder" or "decoder" in an encoder-decoder LM
+    index: int  # the layer's index within its stack
+    input: nn.Module  # called with the FFN's (normalised) input x (B, L, d) as its first positional argument
+    output: nn.Module  # returns the FFN's output (B, L, d), before the residual add; often ``input`` itself
+    activation: Callable[[Tensor], Tensor] | None  # the FFN's own element-wise activation; None if not exposed
+
+
 def layout_for(config) -> DecoderLayout:
     try:
         return LAYOUTS[config.model_type]
@@ -60,6 +72,8 @@ class LMOutput:
 
 class LanguageModel(nn.Module):
     """Wraps ``model`` (a ``*ForCausalLM``); frozen unless :meth:`unfreeze` is called."""
+
+    is_encoder_decoder = False  # see vlbridge.models.seq2seq_language_model for T5 / BART
 
     def __init__(self, model: nn.Module, layout: DecoderLayout | None = None, freeze: bool = True):
         super().__init__()
@@ -91,6 +105,15 @@ class LanguageModel(nn.Module):
 
     def ffn(self, index: int) -> nn.Module:
         return getattr(self.layers[index], self.layout.ffn)
+
+    def ffn_sites(self) -> list[FFNSite]:
+        """Every decoder layer's FFN, in layer order (where memory-space injection adds its slots)."""
+        sites = []
+        for i in range(len(self.layers)):
+            ffn = self.ffn(i)
+            act = getattr(ffn, "act", None)  # GPT-2's MLP exposes it; LLaMA's gated MLP has act_fn
+            sites.append(FFNSite("decoder", i, ffn, ffn, act if callable(act) else None))
+        return sites
 
     def embed(self, input_ids: Tensor) -> Tensor:
         """(B, L) token ids -> (B, L, d) input embeddings."""

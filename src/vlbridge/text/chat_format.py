@@ -27,6 +27,9 @@ class ChatFormat:
     assistant_end: str  # closes an answer; supervised, so the model learns to stop
     assistant_to_user: str  # after an answer's end, up to the next user text
     suffix: str  # after the last answer's end
+    # encoder-decoder LM (T5, BART): the prompt is the encoder's input and the last answer the decoder's
+    # target, each framed by the tokenizer's special tokens (vlbridge.text.seq2seq); set by the builder
+    encoder_decoder: bool = False
 
     def render(self, turns: list[tuple[str, str]]) -> str:
         """Render (role, text) turns as one string; a trailing user turn gets the generation prompt."""

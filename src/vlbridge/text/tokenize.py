@@ -29,6 +29,7 @@ class Encoded:
     labels: list[int]  # IGNORE except on answer tokens and their end-of-turn marker
     prompt_length: int  # tokens before the last answer (what generation is conditioned on)
     has_image: bool
+    targets: list[int] | None = None  # encoder-decoder LMs: the decoder's target (answer + EOS); input_ids = prompt
 
 
 def encode_sample(

@@ -10,7 +10,8 @@ bridge feeds its first layer or every layer) plus one more where weights train (
 the "6N" rule, Kaplan et al. 2020).
 
 Activation memory: :func:`activation_bytes`, a pure function of the LM's shape (below); it matches the
-tensors autograd saves for the tiny test models to within 15 %.
+tensors autograd saves for the tiny test models to within 15 %. Encoder-decoder LMs (T5, BART) have no
+closed form here: what autograd saves is measured on one training micro-batch.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from dataclasses import dataclass
 import torch
 
 from vlbridge.bridges.injections.memory_space import MemorySpaceInjection
+from vlbridge.cost import lm_forward_flops, saved_activation_bytes
 from vlbridge.data.sample import Sample
 from vlbridge.errors import DataError
-from vlbridge.flops import LMShape, count_flops, lm_flops
+from vlbridge.flops import LMShape, count_flops
 from vlbridge.text.tokenize import IGNORE
 from vlbridge.train.parameter_groups import format_counts
 
@@ -68,10 +70,27 @@ def sample_lengths(collator, samples: list[Sample], image_positions: int) -> Sam
         except DataError:
             continue  # a bad record: reported where training meets it
         lengths.append(len(encoded.input_ids) - 1 + image_positions if encoded.has_image else len(encoded.input_ids))
-        supervised.append(sum(label != IGNORE for label in encoded.labels[1:]))
+        supervised.append(len(encoded.targets) if encoded.targets is not None  # encoder-decoder: the decoder's
+                          else sum(label != IGNORE for label in encoded.labels[1:]))
         images.append(encoded.has_image)
     n = max(len(lengths), 1)
     return SampleLengths(sum(lengths) / n, max(lengths, default=0), sum(supervised) / n, sum(images) / n)
+
+
+def _readable(collator, samples: list[Sample], count: int) -> list[Sample]:
+    """The first ``count`` samples the collator reads without error (bad records are reported in training)."""
+    good = []
+    for sample in samples:
+        try:
+            collator([sample])
+        except DataError:
+            continue
+        good.append(sample)
+        if len(good) == count:
+            break
+    if not good:
+        raise DataError("no readable sample among the training samples")
+    return good
 
 
 def _measured_forward(fn) -> int | None:
@@ -87,14 +106,13 @@ def start_report(built, counts: dict, trainable_groups: list[str], collator, sam
                  precision: str) -> dict:
     """The numbers of the report (see the module docstring); everything per process unless it says step."""
     model = built.model
-    shape = LMShape.of(model.language_model)
     injection = model.bridge.injection
     memory = isinstance(injection, MemorySpaceInjection)
     slots = injection.num_slots if memory else 0
     memory_layers = len(injection.layers) if memory else 0
     lengths = sample_lengths(collator, samples, built.image_tokens)
 
-    lm = lm_flops(shape, round(lengths.sequence), round(lengths.supervised), slots, memory_layers if memory else None)
+    lm = lm_forward_flops(model.language_model, injection, round(lengths.sequence), round(lengths.supervised))
     encoder, bridge = model.vision_encoder, None
     vision = 0
     if encoder is not None:
@@ -115,10 +133,16 @@ def start_report(built, counts: dict, trainable_groups: list[str], collator, sam
                         + lengths.with_image * (3 * (bridge or 0) + vision * (1 + encoder_backward)))
     step_samples = samples_per_micro_batch * micro_batches_per_step
     bytes_per_value = 2 if precision == "bf16" else 4
-    activations = activation_bytes(
-        shape, samples_per_micro_batch * lengths.longest, round(samples_per_micro_batch * lengths.supervised),
-        bytes_per_value=bytes_per_value, weights_train=full_lm, memory_slots=slots, memory_layers=memory_layers,
-        memory_rows=samples_per_micro_batch if memory else 0)
+    if model.language_model.is_encoder_decoder:  # two stacks, eager attention: measured on one micro-batch
+        batch = collator(_readable(collator, samples, samples_per_micro_batch))
+        with torch.random.fork_rng(devices=[]):
+            activations = saved_activation_bytes(model, lambda: model(batch)) * bytes_per_value // 4
+    else:
+        activations = activation_bytes(
+            LMShape.of(model.language_model), samples_per_micro_batch * lengths.longest,
+            round(samples_per_micro_batch * lengths.supervised), bytes_per_value=bytes_per_value,
+            weights_train=full_lm, memory_slots=slots, memory_layers=memory_layers,
+            memory_rows=samples_per_micro_batch if memory else 0)
     total = sum(c["total"] for c in counts.values())
     trainable = sum(c["trainable"] for c in counts.values())
     return {

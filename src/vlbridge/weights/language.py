@@ -1,4 +1,8 @@
-"""Language models by registry name (packaged weights) or from a local Hugging Face folder."""
+"""Language models by registry name (packaged weights) or from a local Hugging Face folder.
+
+A folder whose ``config.json`` says ``is_encoder_decoder`` (T5, flan-T5, BART) loads as a seq2seq LM
+(``AutoModelForSeq2SeqLM``), any other as a causal LM.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel,
+                          PreTrainedTokenizerBase)
 
 from vlbridge.errors import ConfigError
 from vlbridge.weights.smollm2 import load_smollm2
@@ -17,11 +22,13 @@ LANGUAGE_MODELS: dict[str, Callable[[], tuple[PreTrainedModel, PreTrainedTokeniz
 
 
 def load_language_folder(folder: str | Path, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Any causal LM saved as a Hugging Face folder, with its tokenizer (no network access)."""
+    """Any causal or encoder-decoder LM saved as a Hugging Face folder, with its tokenizer (no network access)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise ConfigError(f"{folder} is not a Hugging Face model folder: {folder / 'config.json'} is missing")
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype)
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    model = auto.from_pretrained(folder, config=config, local_files_only=True, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         # batched training and generation need a pad token; GPT-2-style tokenizers have none
@@ -30,12 +37,12 @@ def load_language_folder(folder: str | Path, dtype: torch.dtype = torch.float32)
 
 
 def load_language_model(source: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A registry name (``"smollm2-135m"``) or a local Hugging Face causal-LM folder, in float32."""
+    """A registry name (``"smollm2-135m"``) or a local Hugging Face folder (causal or seq2seq LM), in float32."""
     if source in LANGUAGE_MODELS:
         return LANGUAGE_MODELS[source]()
     if Path(source).expanduser().is_dir():
         return load_language_folder(Path(source).expanduser())
     raise ConfigError(
         f"unknown language model {source!r}; valid names: {sorted(LANGUAGE_MODELS)}, "
-        f"or the path of a local Hugging Face folder holding a causal language model"
+        f"or the path of a local Hugging Face folder holding a causal or encoder-decoder language model"
     )

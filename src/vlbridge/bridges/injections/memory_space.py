@@ -14,8 +14,16 @@ because the activation is element-wise; the builder (``bridges/memvp.py``) picks
 layout. One difference remains, in training mode only: GPT-2's own output dropout is not applied to the
 memory term.
 
-The branch is added by a forward hook on each chosen ``lm.ffn(i)``, so the LM's parameter names do not
-change. The per-batch memory is set by :meth:`MemorySpaceInjection.inject` and cleared when it exits; the
+Encoder-decoder LMs (T5, BART) have FFNs in both stacks; ``stacks`` chooses which get the memory (which
+did in the paper is not published). Their non-gated FFNs (T5 ``relu``, BART ``gelu``) get the literal
+concatenation as GPT-2's do; in training mode the FFN's inner dropout (T5 ``dropout_rate``, BART
+``activation_dropout``) is not applied to the memory's activations unless ``dropout`` is set to it, while
+the dropout after the FFN's output applies to both. A gated T5 FFN (flan-T5 ``gated-gelu``) gets the
+parallel branch, as LLaMA's SwiGLU does.
+
+The branch is added by forward hooks on each chosen FFN site (:class:`vlbridge.models.language_model.FFNSite`:
+one module whose input and output are the FFN's, or BART's ``fc1`` for the input and ``fc2`` for the
+output), so the LM's parameter names do not change. The per-batch memory is set by :meth:`MemorySpaceInjection.inject` and cleared when it exits; the
 branch is per token, so a KV cache needs nothing extra and the memory is fixed during generation.
 Activation checkpointing that recomputes layers during the backward pass would need that backward pass
 inside the context too (outside it the hooks are no-ops); vlbridge's trainer does not checkpoint.
@@ -56,8 +64,11 @@ class MemorySpaceInjection(Injection):
         lam: lambda, the scale of f(z) in keys and values (code: 0.01).
         scale: s, the branch's output scale.
         dropout: dropout probability on phi(x K^T) while training.
-        activation: phi by name, or None for each FFN's own ``act`` module (non-gated FFNs).
-        layers: decoder layer indices that get the memory (negative indices count from the end).
+        activation: phi by name, or None for each FFN's own activation (non-gated FFNs).
+        layers: layer indices that get the memory, within each chosen stack (negative indices count from
+            the stack's end); None = every layer.
+        stacks: which stacks get the memory, ``"encoder"`` and/or ``"decoder"`` (a decoder-only LM has only
+            a decoder); None = every stack the LM has.
         visual_prompts: False zeroes f(z) everywhere, leaving only p_k / p_v (paper ablation "w/o
             visual prompts").
         position: ``add`` (code): K = lam f(z) + p_k. ``concat`` (ours, for the paper's "concat instead
@@ -78,6 +89,7 @@ class MemorySpaceInjection(Injection):
         dropout: float = 0.1,
         activation: str | None = "silu",
         layers: Sequence[int] | None = None,
+        stacks: Sequence[str] | None = None,
         visual_prompts: bool = True,
         position: str = "add",
         position_dim: int | None = None,
@@ -102,6 +114,7 @@ class MemorySpaceInjection(Injection):
         self.lam, self.scale, self.dropout = lam, scale, dropout
         self.activation = activation
         self.layer_indices = None if layers is None else tuple(layers)
+        self.stacks = None if stacks is None else tuple(stacks)
         self.visual_prompts, self.position = visual_prompts, position
         self.visual_in_keys, self.visual_in_values = visual_in_keys, visual_in_values
         # one set of position embeddings for all layers (code); p_v = 0 makes the branch a no-op at init
@@ -109,40 +122,67 @@ class MemorySpaceInjection(Injection):
         self.p_v = nn.Parameter(torch.zeros(num_slots, position_dim))  # (M, d_p)
         # plain attributes (not submodules): the LM's own modules must not be re-registered here
         self._hooks: list = []
-        self._phi: dict[int, Callable[[Tensor], Tensor]] = {}
+        self._phi: dict[int, Callable[[Tensor], Tensor]] = {}  # site -> phi; a site numbers the LM's FFNs
+        self._where: dict[int, tuple[str, int]] = {}  # site -> (stack, layer index in the stack)
+        self._inputs: dict[int, Tensor] = {}  # site -> FFN input, between its input and output modules
         self._memory: tuple[Tensor, Tensor] | None = None  # (B, M, d) keys and values of this batch
-        self._captured: dict[int, Tensor] | None = None  # layer -> FFN input, while capturing
+        self._captured: dict[int, Tensor] | None = None  # site -> FFN input, while capturing
 
     # --- assembly -------------------------------------------------------------------------------
     @property
     def layers(self) -> tuple[int, ...]:
-        """The attached decoder layer indices (non-negative)."""
+        """The attached sites: indices into ``language_model.ffn_sites()`` (a decoder-only LM's decoder
+        layer indices; for an encoder-decoder LM the encoder's layers come first, then the decoder's)."""
         return tuple(sorted(self._phi))
+
+    def layers_in(self, stack: str) -> tuple[int, ...]:
+        """The attached layer indices within ``stack`` (``"encoder"`` or ``"decoder"``)."""
+        return tuple(index for site, (name, index) in sorted(self._where.items()) if name == stack)
+
+    def _chosen_sites(self, sites) -> list[int]:
+        """Site numbers selected by ``stacks`` and, within each stack, by ``layers``."""
+        by_stack: dict[str, list[int]] = {}
+        for number, site in enumerate(sites):
+            by_stack.setdefault(site.stack, []).append(number)
+        stacks = tuple(by_stack) if self.stacks is None else self.stacks
+        chosen = []
+        for stack in stacks:
+            if stack not in by_stack:
+                raise ConfigError(f"the LM has no {stack} to put the memory in; its stacks: {list(by_stack)}")
+            numbers = by_stack[stack]
+            count = len(numbers)
+            indices = range(count) if self.layer_indices is None else self.layer_indices
+            resolved = []
+            for i in indices:
+                if not -count <= i < count:
+                    raise ConfigError(f"memory layer {i} does not exist; the LM's {stack} has {count} layers")
+                resolved.append(i % count)
+            if len(set(resolved)) != len(resolved):
+                raise ConfigError(f"memory layers repeat: {list(indices)}")
+            chosen += [numbers[i] for i in sorted(resolved)]
+        return chosen
 
     def attach(self, language_model) -> None:
         if self._hooks:
             raise RuntimeError("this memory-space injection is already attached to a language model")
-        count = len(language_model.layers)
-        indices = range(count) if self.layer_indices is None else self.layer_indices
-        resolved = []
-        for i in indices:
-            if not -count <= i < count:
-                raise ConfigError(f"memory layer {i} does not exist; the LM has {count} layers")
-            resolved.append(i % count)
-        if len(set(resolved)) != len(resolved):
-            raise ConfigError(f"memory layers repeat: {list(indices)}")
-        for i in sorted(resolved):
-            ffn = language_model.ffn(i)
+        sites = language_model.ffn_sites()
+        for number in self._chosen_sites(sites):
+            site = sites[number]
             if self.activation is not None:
-                self._phi[i] = activation_by_name(self.activation)
-            elif callable(getattr(ffn, "act", None)):
-                self._phi[i] = ffn.act
+                self._phi[number] = activation_by_name(self.activation)
+            elif site.activation is not None:
+                self._phi[number] = site.activation
             else:
                 raise ConfigError(
-                    f"layer {i}'s FFN ({type(ffn).__name__}) has no `act` module to reuse as phi; "
-                    "set the memory's activation explicitly"
+                    f"{site.stack} layer {site.index}'s FFN ({type(site.input).__name__}) exposes no activation "
+                    "to reuse as phi; set the memory's activation explicitly"
                 )
-            self._hooks.append(ffn.register_forward_hook(self._make_hook(i)))
+            self._where[number] = (site.stack, site.index)
+            if site.input is site.output:
+                self._hooks.append(site.output.register_forward_hook(self._make_hook(number)))
+            else:  # BART: the FFN's input enters fc1, its output leaves fc2
+                self._hooks.append(site.input.register_forward_pre_hook(self._make_input_hook(number)))
+                self._hooks.append(site.output.register_forward_hook(self._make_hook(number, separate_input=True)))
 
     def detach(self) -> None:
         """Remove the hooks: the LM is the bare LM again."""
@@ -150,6 +190,8 @@ class MemorySpaceInjection(Injection):
             handle.remove()
         self._hooks.clear()
         self._phi.clear()
+        self._where.clear()
+        self._inputs.clear()
 
     # --- the memory -----------------------------------------------------------------------------
     def visual_part(self, visual: Tensor, has_image: Tensor) -> Tensor:
@@ -184,7 +226,7 @@ class MemorySpaceInjection(Injection):
         return keys, values
 
     def phi(self, layer: int) -> Callable[[Tensor], Tensor]:
-        """The memory's activation at decoder layer ``layer``."""
+        """The memory's activation at site ``layer`` (see :attr:`layers`)."""
         return self._phi[layer]
 
     def branch(self, layer: int, x: Tensor, keys: Tensor, values: Tensor) -> Tensor:
@@ -193,13 +235,26 @@ class MemorySpaceInjection(Injection):
         weights = F.dropout(self._phi[layer](scores), self.dropout, self.training)
         return self.scale * (weights @ values.to(x.dtype))  # (B, L, d)
 
-    def _make_hook(self, layer: int):
+    def _make_input_hook(self, layer: int):
+        def hook(module: nn.Module, args: tuple):
+            if self._memory is not None:
+                if not args:
+                    raise RuntimeError(f"{type(module).__name__} was called without a positional input")
+                self._inputs[layer] = args[0]  # (B, L, d), read by the output module's hook
+            return None
+
+        return hook
+
+    def _make_hook(self, layer: int, separate_input: bool = False):
         def hook(module: nn.Module, args: tuple, output: Tensor):
             if self._memory is None:  # outside inject(): the bare LM
                 return None
-            if not args:
+            if separate_input:
+                x = self._inputs.pop(layer)
+            elif not args:
                 raise RuntimeError(f"{type(module).__name__} was called without a positional input")
-            x = args[0]  # (B, L, d) the FFN's normalised input
+            else:
+                x = args[0]  # (B, L, d) the FFN's normalised input
             keys, values = self._memory
             if x.shape[0] != keys.shape[0]:
                 raise RuntimeError(
@@ -226,6 +281,7 @@ class MemorySpaceInjection(Injection):
                                        padding_side)
         finally:
             self._memory = None
+            self._inputs.clear()
 
     def visual_sequence_length(self, num_visual: int) -> int:
         return 0
@@ -233,7 +289,7 @@ class MemorySpaceInjection(Injection):
     @contextmanager
     def capture_inputs(self):
         """Record each memory layer's FFN input (B, L, d) during the LM calls inside the context, for
-        the analyses (``vlbridge.analysis``). Yields the dict ``layer -> input`` it fills."""
+        the analyses (``vlbridge.analysis``). Yields the dict ``site -> input`` it fills (see :attr:`layers`)."""
         captured: dict[int, Tensor] = {}
         self._captured = captured
         try:
@@ -242,5 +298,6 @@ class MemorySpaceInjection(Injection):
             self._captured = None
 
     def extra_repr(self) -> str:
+        stacks = "" if self.stacks is None else f", stacks={list(self.stacks)}"
         return (f"slots={self.num_slots}, width={self.width}, lam={self.lam}, scale={self.scale}, "
-                f"dropout={self.dropout}, position={self.position}, layers={self.layers or self.layer_indices}")
+                f"dropout={self.dropout}, position={self.position}, layers={self.layers or self.layer_indices}{stacks}")
