@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
+from vlbridge.cost import sample_flops
 from vlbridge.data.llava_json import read_llava_json
 from vlbridge.eval.generate_answers import GenerationSettings, generate_answers
+from vlbridge.flops import Seq2SeqShape, seq2seq_flops
 from vlbridge.image_inputs import PixelImages
 from vlbridge.models.seq2seq_language_model import Seq2SeqLanguageModel
 from vlbridge.train.checkpoint import WEIGHTS, load_run
@@ -24,8 +26,12 @@ def test_memvp_on_t5_trains_saves_the_bridge_only_and_answers(make_recipe, tiny_
     losses = [h["loss"] for h in result["history"]]
     assert len(losses) == 10 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     report = result["report"]
-    assert report["mean_supervised_tokens"] > 1 and report["forward_flops_per_sample"]["language_model"] > 0
-    assert report["activation_bytes_per_micro_batch"] > 0
+    assert report["mean_supervised_tokens"] > 1 and report["activation_bytes_per_micro_batch"] > 0
+    shape = Seq2SeqShape.of(built.model.language_model)
+    assert report["forward_flops_per_sample"]["language_model"] == seq2seq_flops(
+        shape, round(report["mean_sequence_length"]), round(report["mean_supervised_tokens"]), 20)
+    flops = sample_flops(built, text_tokens=12, logit_positions=3)  # what `vlbridge info` prints
+    assert flops["lm"] == seq2seq_flops(shape, 12, 3, 20) and flops["text_only_lm"] == seq2seq_flops(shape, 12, 3)
 
     # the checkpoint holds the trained bridge only; the LM is rebuilt from its folder
     saved = load_file(str(tmp_path / "run" / "final" / WEIGHTS))
