@@ -18,18 +18,19 @@ LLaVA-style per task against the target "at most 1 point below"; the ablations b
 direction of each change; the majority-answer baseline) and OUT/accuracy_vs_flops.png (accuracy against LM GFLOPs
 per sample, as the paper's Figure 4 right). Differences carry a paired standard error over the same questions.
 
-Defaults: 800 scenes (640 train: 2,560 short / 1,280 mc training questions; 80 test: 320 short / 160 mc), 100 steps
-of batch 8 (less than one epoch of either task), the first 160 test questions of each task. On this 2-core CPU
-(one thread per core, nothing else running): a MemVP step ~3.5 s, a LLaVA 64-token step ~6 s, scoring 160
-questions ~0.5 min (MemVP) to ~1 min (LLaVA) each time, building the model ~0.3 min, encoding the 720 images once
-~1.5 min (cached for later runs). Estimated: ``--suite main`` ~40 min, ``--suite ablations`` ~45 min (~37 min
-after ``main``, which already ran ``memvp`` on mc). Load from other processes slows all of it several times.
+Defaults: 800 scenes (640 train: 2,560 short / 1,280 mc training questions; 80 test: 320 short / 160 mc), 150 steps
+of batch 8 (about one epoch of mc, half of short), all test questions (at most 320). Measured on this 2-core CPU with
+nothing else running (two threads; single-thread CPU time is about twice): a step takes 1.5 s (MemVP, short) to
+2.4 s (MemVP, mc) and 2.8 s (LLaVA 64 tokens, short) to 3.7 s (LLaVA, mc); scoring a question 0.12 s (MemVP) and
+0.2 s (LLaVA); building the model ~10 s; encoding the 720 images once ~1.5 min (then cached on disk). Estimated:
+``--suite main`` ~35 min, ``--suite ablations`` ~41 min (~34 min after ``main``, which already ran ``memvp`` on mc).
+Other processes on the cores slow all of it several times (the quick ablations took 34 min under a load of 5).
 
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --suite main
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --suite ablations
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --configs llava-256 --tasks mc
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --summary-only     # tables and plot again
-    python benchmarks/bridge_accuracy.py --out /tmp/acc_quick --quick --suite main    # the pipeline in ~2 min
+    python benchmarks/bridge_accuracy.py --out /tmp/acc_quick --quick --suite main    # the pipeline in ~1 min
 """
 
 from __future__ import annotations
@@ -280,7 +281,7 @@ def markdown(results: list[dict], summary: dict) -> str:
                   "| paper IMG - full "
                   "| same direction |", "|---|---|---|---|---|---|---|---|---|"]
         for a in summary["ablations"]:
-            agree = {None: "", True: "yes", False: "no"}[a["same_direction"]]
+            agree = "tie" if a["ours_delta"] == 0 else {None: "", True: "yes", False: "no"}[a["same_direction"]]
             lines.append(f"| {a['ablation']} | {a['config']} | {_pct(a['ours'])} | "
                          f"{_delta(a['ours_delta'], a['standard_error'])} | {a['paper_avg']:.2f} | "
                          f"{a['paper_avg_delta']:+.2f} | {a['paper_img']:.2f} | "
@@ -314,18 +315,20 @@ def plot(results: list[dict], summary: dict, path: Path) -> None:
     colors = {name: plt.cm.tab10(i % 10) for i, name in enumerate(CONFIGS)}
     xs = [r["lm_gflops_per_sample"] for r in results]
     ys = [r["accuracy_after"] for r in results]
-    span = max(max(ys) - min(ys), 10.0) if ys else 10.0
-    labels = [0.0] * len(results)
+    for r, x, y in zip(results, xs, ys):
+        axis.scatter(x, y, marker=markers[r["task"]], color=colors[r["config"]], s=50, zorder=3)
+    for task, value in summary["majority_baseline"].items():
+        axis.axhline(value, color="0.5", lw=0.8, ls=":" if task == "short" else "--")
+    low, high = axis.get_ylim()
+    labels = list(ys)
     for x in set(round(v, 3) for v in xs):  # labels of points at the same FLOPs must not overlap
         group = [i for i, v in enumerate(xs) if round(v, 3) == x]
-        for i, y in zip(group, spread([ys[i] for i in group], span * 0.045)):
+        for i, y in zip(group, spread([ys[i] for i in group], (high - low) * 0.04)):
             labels[i] = y
     for r, x, y, label in zip(results, xs, ys, labels):
-        axis.scatter(x, y, marker=markers[r["task"]], color=colors[r["config"]], s=50, zorder=3)
         axis.annotate(f"{r['config']} ({r['task']})", (x, y), xytext=(x * 1.03 + 0.3, label), fontsize=8,
                       va="center", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})
     for task, value in summary["majority_baseline"].items():
-        axis.axhline(value, color="0.5", lw=0.8, ls=":" if task == "short" else "--")
         axis.text(axis.get_xlim()[0], value, f" majority answer ({task})", fontsize=7, color="0.4", va="bottom")
     for task, marker in markers.items():
         axis.scatter([], [], marker=marker, color="0.3", label=f"Shapes {task}")
@@ -372,9 +375,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the Shapes data")
     parser.add_argument("--seed", type=int, default=0,
                         help="training seed (bridge init, data order, dropout) of all runs")
-    parser.add_argument("--steps", type=int, default=100, help="optimizer steps, the same for every configuration")
+    parser.add_argument("--steps", type=int, default=150, help="optimizer steps, the same for every configuration")
     parser.add_argument("--batch-size", type=int, default=8, help="samples per step")
-    parser.add_argument("--eval-samples", type=int, default=160,
+    parser.add_argument("--eval-samples", type=int, default=320,
                         help="first N test questions scored before and after training (0 = all)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -59,6 +59,7 @@ def test_memvp_target_and_ablation_directions(bench):
     text = bench.markdown(results, summary)
     assert "| mc | 70.0 | 68.0 | -2.0 ± " in text and "NOT met" in text
     assert "| w/o visual prompts | memvp-no-visual-prompts | 40.0 | -28.0 ± " in text
+    assert "| values only | memvp-values-only | 68.0 | +0.0 ± 0.0 |" in text and "| tie |" in text
 
 
 def test_spread_keeps_order_gap_and_centre(bench):
