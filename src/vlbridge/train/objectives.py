@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from vlbridge.batch import Collator, ImageInputs
+from vlbridge.cost import saved_activation_bytes
 from vlbridge.data.sample import Sample
 from vlbridge.errors import ConfigError, DataError
 from vlbridge.eval.generate_answers import GenerationSettings, generate_answers
@@ -39,7 +40,7 @@ from vlbridge.eval.scoring import score_predictions
 from vlbridge.flops import count_flops
 from vlbridge.train.distributed import OnDevice, full_parameters, gather, split_evenly
 from vlbridge.train.parameter_groups import apply_trainable, group_of
-from vlbridge.train.report import start_report
+from vlbridge.train.report import readable_samples, start_report
 
 STAGE1_MAX_TEXT_TOKENS = 32  # LAVIS BLIP-2 pre-training configs: max_txt_len 32 ([CLS] and [SEP] included)
 
@@ -182,22 +183,6 @@ class Stage1Loss(nn.Module):
         return Stage1Output(losses["loss"] * pairs, {k: losses[k].detach() * pairs for k in ("itc", "itm", "itg")})
 
 
-def _readable(collator, samples: list[Sample], count: int) -> list[Sample]:
-    """The first ``count`` samples the collator reads without error (bad records are reported in training)."""
-    good = []
-    for sample in samples:
-        try:
-            collator([sample])
-        except DataError:
-            continue
-        good.append(sample)
-        if len(good) == count:
-            break
-    if not good:
-        raise DataError("no readable image-caption pair among the training samples")
-    return good
-
-
 def stage1_model(model):
     """The bridge's stage-1 model, or a clear error saying how to get one."""
     stage1 = getattr(model.bridge, "stage1", None)
@@ -245,26 +230,17 @@ class Blip2Stage1Objective:
         bytes are those autograd saves for the backward pass, parameters excluded."""
         model = built.model
         with torch.random.fork_rng(devices=[]):  # the training run's random draws stay as they were
-            batch = collator(_readable(collator, samples, samples_per_micro_batch))
+            batch = collator(readable_samples(collator, samples, samples_per_micro_batch, "image-caption pair"))
             module = Stage1Loss(model)
-            params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-            saved: dict[int, int] = {}
-
-            def pack(t: Tensor):
-                storage = t.untyped_storage()
-                if storage.data_ptr() not in params:
-                    saved[storage.data_ptr()] = storage.nbytes()
-                return t
-
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                flops = count_flops(lambda: module(batch))
+            flops: list[int] = []
+            activations = saved_activation_bytes(model, lambda: flops.append(count_flops(lambda: module(batch))))
             vision = 0
             if not cached_features and model.vision_encoder is not None:
                 with torch.no_grad():
                     vision = count_flops(lambda: model.vision_encoder(batch.images.pixel_values[:1]))
         pairs = batch.num_supervised
         text = float(batch.attention_mask.sum()) / pairs
-        per_sample = flops / pairs
+        per_sample = flops[0] / pairs
         vision_backward = 1 if counts.get("vision_adapters", {}).get("trainable", 0) else 0
         step_samples = samples_per_micro_batch * micro_batches_per_step
         per_sample_train = 3 * per_sample + vision * (1 + vision_backward)
@@ -281,7 +257,7 @@ class Blip2Stage1Objective:
             "forward_flops_per_sample": {"language_model": 0, "bridge": per_sample, "vision_encoder": vision},
             "train_flops_per_sample": per_sample_train,
             "train_flops_per_step": per_sample_train * step_samples,
-            "activation_bytes_per_micro_batch": sum(saved.values()),
+            "activation_bytes_per_micro_batch": activations,
         }
 
     def loss_module(self, model) -> nn.Module:

@@ -77,8 +77,9 @@ def sample_lengths(collator, samples: list[Sample], image_positions: int) -> Sam
     return SampleLengths(sum(lengths) / n, max(lengths, default=0), sum(supervised) / n, sum(images) / n)
 
 
-def _readable(collator, samples: list[Sample], count: int) -> list[Sample]:
-    """The first ``count`` samples the collator reads without error (bad records are reported in training)."""
+def readable_samples(collator, samples: list[Sample], count: int, what: str = "sample") -> list[Sample]:
+    """The first ``count`` samples the collator reads without error (bad records are reported in training);
+    ``what`` names them in the error when there is none."""
     good = []
     for sample in samples:
         try:
@@ -89,7 +90,7 @@ def _readable(collator, samples: list[Sample], count: int) -> list[Sample]:
         if len(good) == count:
             break
     if not good:
-        raise DataError("no readable sample among the training samples")
+        raise DataError(f"no readable {what} among the training samples")
     return good
 
 
@@ -134,7 +135,7 @@ def start_report(built, counts: dict, trainable_groups: list[str], collator, sam
     step_samples = samples_per_micro_batch * micro_batches_per_step
     bytes_per_value = 2 if precision == "bf16" else 4
     if model.language_model.is_encoder_decoder:  # two stacks, eager attention: measured on one micro-batch
-        batch = collator(_readable(collator, samples, samples_per_micro_batch))
+        batch = collator(readable_samples(collator, samples, samples_per_micro_batch))
         with torch.random.fork_rng(devices=[]):
             activations = saved_activation_bytes(model, lambda: model(batch)) * bytes_per_value // 4
     else:
