@@ -7,7 +7,9 @@ prompt, 5 warm-up steps, lr 1e-3 for the LLaVA-style projector on the 2x2-pooled
 for MemVP (256 grid features, 320 memory slots) and all its ablations; ``--set KEY=VALUE`` overrides apply to all.
 
 For each (configuration, task) it trains on ``train_{task}.json`` and scores the first ``--eval-samples`` questions
-of ``test_{task}.json`` (short: exact match; mc: the parsed option letter) before and after training, and records
+of ``test_{task}.json`` (short: exact match; mc: the parsed option letter) before and after training; the task
+``sqa`` does the same with mc's questions in ScienceQA's layout (``data.format=scienceqa``, MemVP's QCM-A prompt,
+target ``The answer is X.``: the path of ``recipes/memvp/scienceqa.yaml``, with the frozen encoder). It records
 trainable parameters, analytic LM forward GFLOPs per sample (``vlbridge.cost.sample_flops``, one answer token, the
 mean prompt length of the scored test questions: the same for every configuration), train wall time, seconds per
 step and final loss. Each finished pair is written at once to OUT/results/<config>__<task>.json and skipped when the
@@ -28,6 +30,7 @@ Other processes on the cores slow all of it several times (the quick ablations t
 
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --suite main
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --suite ablations
+    python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --suite scienceqa
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --configs llava-256 --tasks mc
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --summary-only     # tables and plot again
     python benchmarks/bridge_accuracy.py --out /tmp/acc_quick --quick --suite main    # the pipeline in ~1 min
@@ -64,11 +67,15 @@ CONFIGS: dict[str, list[str]] = {
     "memvp-scale-1": [*MEMVP, "model.bridge_options.scale=1.0"],  # s = 1 instead of the released 0.1
 }
 
-# task -> the score that is its accuracy (vlbridge.eval.scoring.score_sample)
-TASKS = {"short": "exact_match", "mc": "accuracy"}
+# task -> the score that is its accuracy (vlbridge.eval.scoring.score_sample). short and mc read the Shapes
+# export's LLaVA JSON; sqa is mc's questions in ScienceQA's layout with MemVP's QCM-A prompt and target
+# ("The answer is X."), read through data.format=scienceqa as recipes/memvp/scienceqa.yaml reads ScienceQA
+TASKS = {"short": "exact_match", "mc": "accuracy", "sqa": "accuracy"}
+SCIENCEQA_TASKS = {"sqa"}
 
 SUITES = {
     "main": (["llava", "memvp"], ["short", "mc"]),
+    "scienceqa": (["llava", "memvp"], ["sqa"]),
     "ablations": (["memvp", "memvp-no-visual-prompts", "memvp-global", "memvp-position-concat", "memvp-keys-only",
                    "memvp-values-only"], ["mc"]),
 }
@@ -88,7 +95,8 @@ PAPER_LABELS = {
     "memvp-values-only": "values only",
 }
 TARGET_POINTS_BELOW = 1.0  # MemVP at most 1 point below the LLaVA-style bridge (the paper finds it higher)
-MAX_NEW_TOKENS = 5  # as the demo: short answers are 1-3 tokens, a letter 1 (room for "The answer is B")
+# as the demo: short answers are 1-3 tokens, a letter 1; "The answer is B." 5 and the end of turn a sixth
+MAX_NEW_TOKENS = {"short": 5, "mc": 5, "sqa": 8}
 
 
 def pick(names: str, valid: dict, what: str) -> list[str]:
@@ -100,25 +108,48 @@ def pick(names: str, valid: dict, what: str) -> list[str]:
 
 
 # --- one (configuration, task) ------------------------------------------------------------------
-def shapes_data(out: Path, n: int, seed: int) -> Path:
-    """The Shapes export (LLaVA JSON), made once per (n, seed)."""
+def shapes_data(out: Path, n: int, seed: int, scienceqa: bool = False) -> Path:
+    """The Shapes export (LLaVA JSON, and ScienceQA's layout when ``scienceqa``), made once per (n, seed);
+    exported again (the same bytes) when an earlier export lacks the ScienceQA layout."""
     from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
     from vlbridge.data.shapes_export import export_shapes
 
     folder = out / f"shapes_n{n}_seed{seed}"
-    if not (folder / "manifest.json").is_file():
-        export_shapes(generate_shapes(ShapesConfig(n=n, seed=seed)), folder, ["llava"], workers=2)
+    manifest = folder / "manifest.json"
+    formats = json.loads(manifest.read_text())["formats"] if manifest.is_file() else []
+    if "llava" not in formats or (scienceqa and "scienceqa" not in formats):
+        export_shapes(generate_shapes(ShapesConfig(n=n, seed=seed)), folder,
+                      ["llava", "scienceqa"] if scienceqa else ["llava"], workers=2)
     return folder
+
+
+def data_settings(task: str, data: Path) -> list[str]:
+    """The recipe's data section for ``task`` on the Shapes export ``data``."""
+    if task in SCIENCEQA_TASKS:
+        root = data / "scienceqa"
+        return ["data.format=scienceqa", f"data.train={root}", f"data.val={root}"]
+    return [f"data.train={data / f'train_{task}.json'}", f"data.val={data / f'val_{task}.json'}",
+            f"data.image_root={data}"]
+
+
+def task_samples(task: str, data: Path, split: str) -> list:
+    """The samples of ``split`` (train | val | test) of ``task``, as the trainer reads them."""
+    if task in SCIENCEQA_TASKS:
+        from vlbridge.datasets.scienceqa import read_scienceqa
+
+        return list(read_scienceqa(data / "scienceqa", split))
+    from vlbridge.data.llava_json import read_llava_json
+
+    return list(read_llava_json(data / f"{split}_{task}.json", image_root=data))
 
 
 def recipe_settings(config: str, task: str, args, data: Path, run: Path) -> list[str]:
     return [
-        *COMMON_SETTINGS, *CONFIGS[config],
-        f"data.train={data / f'train_{task}.json'}", f"data.val={data / f'val_{task}.json'}", f"data.image_root={data}",
+        *COMMON_SETTINGS, *CONFIGS[config], *data_settings(task, data),
         f"train.steps={args.steps}", f"train.batch_size={args.batch_size}", f"train.seed={args.seed}",
         f"train.threads={args.threads}", "train.eval_every=0", "train.save_every=0",
         "train.eval_samples=1",  # the trainer's own end-of-run check; the scores are measured here, before and after
-        f"train.output_dir={run}", f"eval.max_new_tokens={MAX_NEW_TOKENS}", *args.overrides,
+        f"train.output_dir={run}", f"eval.max_new_tokens={MAX_NEW_TOKENS[task]}", *args.overrides,
     ]
 
 
@@ -134,7 +165,6 @@ def run_one(config: str, task: str, args, data: Path, command: str) -> dict:
 
     from vlbridge.build import build_model
     from vlbridge.cost import sample_flops
-    from vlbridge.data.llava_json import read_llava_json
     from vlbridge.eval.generate_answers import GenerationSettings
     from vlbridge.eval.scoring import majority_baseline, score_sample
     from vlbridge.train.objectives import get_objective
@@ -144,8 +174,7 @@ def run_one(config: str, task: str, args, data: Path, command: str) -> dict:
 
     run = args.out / "runs" / f"{config}__{task}"
     recipe = load_recipe(None, recipe_settings(config, task, args, data, run))
-    train_set = list(read_llava_json(data / f"train_{task}.json", image_root=data))
-    test_set = list(read_llava_json(data / f"test_{task}.json", image_root=data))
+    train_set, test_set = task_samples(task, data, "train"), task_samples(task, data, "test")
     test_set = test_set[: args.eval_samples] if args.eval_samples else test_set
     settings = GenerationSettings(recipe.eval.max_new_tokens, recipe.eval.batch_size, seed=args.seed)
     metric = TASKS[task]
@@ -224,25 +253,29 @@ def summarise(results: list[dict]) -> dict:
                                 "met": diff >= -TARGET_POINTS_BELOW,
                                 "flops_llava_over_memvp":
                                     llava["lm_gflops_per_sample"] / memvp["lm_gflops_per_sample"]})
-    ablations = []
-    full = by.get(("memvp", "mc"))
+    ablations, same_direction = {}, {}
     paper_avg, paper_img = PAPER_TABLE4["memvp"]
-    for config, (avg, img) in PAPER_TABLE4.items():
-        ours = by.get((config, "mc"))
-        row = {"config": config, "ablation": PAPER_LABELS[config], "paper_avg": avg, "paper_img": img,
-               "paper_avg_delta": avg - paper_avg, "paper_img_delta": img - paper_img,
-               "ours": ours["accuracy_after"] if ours else None, "ours_delta": None, "standard_error": None,
-               "same_direction": None}
-        if ours and full and config != "memvp":
-            row["ours_delta"], row["standard_error"], _ = paired_difference(ours, full)
-            # the paper's direction is its average's (every ablation lowers it); a tie agrees with nothing
-            row["same_direction"] = sign(row["ours_delta"]) == sign(row["paper_avg_delta"]) != 0
-        ablations.append(row)
-    judged = [a for a in ablations if a["same_direction"] is not None]
+    for task in TASKS:  # a table for each task with at least one ablation run
+        if not any((config, task) in by for config in PAPER_TABLE4 if config != "memvp"):
+            continue
+        full, rows = by.get(("memvp", task)), []
+        for config, (avg, img) in PAPER_TABLE4.items():
+            ours = by.get((config, task))
+            row = {"config": config, "ablation": PAPER_LABELS[config], "paper_avg": avg, "paper_img": img,
+                   "paper_avg_delta": avg - paper_avg, "paper_img_delta": img - paper_img,
+                   "ours": ours["accuracy_after"] if ours else None, "ours_delta": None, "standard_error": None,
+                   "same_direction": None}
+            if ours and full and config != "memvp":
+                row["ours_delta"], row["standard_error"], _ = paired_difference(ours, full)
+                # the paper's direction is its average's (every ablation lowers it); a tie agrees with nothing
+                row["same_direction"] = sign(row["ours_delta"]) == sign(row["paper_avg_delta"]) != 0
+            rows.append(row)
+        judged = [a for a in rows if a["same_direction"] is not None]
+        ablations[task] = rows
+        same_direction[task] = f"{sum(a['same_direction'] for a in judged)} of {len(judged)}"
     majority = {task: next(r["majority_baseline"] for r in results if r["task"] == task)
                 for task in TASKS if any(r["task"] == task for r in results)}
-    return {"memvp_vs_llava": comparisons, "ablations": ablations,
-            "ablations_same_direction": f"{sum(a['same_direction'] for a in judged)} of {len(judged)}",
+    return {"memvp_vs_llava": comparisons, "ablations": ablations, "ablations_same_direction": same_direction,
             "majority_baseline": majority}
 
 
@@ -275,18 +308,18 @@ def markdown(results: list[dict], summary: dict) -> str:
             lines.append(f"| {c['task']} | {c['llava']:.1f} | {c['memvp']:.1f} | "
                          f"{_delta(c['memvp_minus_llava'], c['standard_error'])} | "
                          f"{c['flops_llava_over_memvp']:.2f}x | {'met' if c['met'] else 'NOT met'} |")
-    if any(a["ours"] is not None for a in summary["ablations"]):
-        lines += ["", "## MemVP ablations on Shapes mc beside the paper's Table 4 (ScienceQA avg / IMG)", "",
+    for task, rows in summary["ablations"].items():
+        lines += ["", f"## MemVP ablations on Shapes {task} beside the paper's Table 4 (ScienceQA avg / IMG)", "",
                   "| ablation | config | ours | ours - full ± SE | paper avg | paper - full | paper IMG "
                   "| paper IMG - full "
                   "| same direction |", "|---|---|---|---|---|---|---|---|---|"]
-        for a in summary["ablations"]:
+        for a in rows:
             agree = "tie" if a["ours_delta"] == 0 else {None: "", True: "yes", False: "no"}[a["same_direction"]]
             lines.append(f"| {a['ablation']} | {a['config']} | {_pct(a['ours'])} | "
                          f"{_delta(a['ours_delta'], a['standard_error'])} | {a['paper_avg']:.2f} | "
                          f"{a['paper_avg_delta']:+.2f} | {a['paper_img']:.2f} | "
                          f"{a['paper_img_delta']:+.2f} | {agree} |")
-        lines += ["", f"Same direction as the paper's average: {summary['ablations_same_direction']} "
+        lines += ["", f"Same direction as the paper's average: {summary['ablations_same_direction'][task]} "
                   "(a difference within about two standard errors is not distinguishable from none)."]
     return "\n".join(lines) + "\n"
 
@@ -311,14 +344,14 @@ def plot(results: list[dict], summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(8, 5))
-    markers = {"short": "o", "mc": "s"}
+    markers = {"short": "o", "mc": "s", "sqa": "^"}
     colors = {name: plt.cm.tab10(i % 10) for i, name in enumerate(CONFIGS)}
     xs = [r["lm_gflops_per_sample"] for r in results]
     ys = [r["accuracy_after"] for r in results]
     for r, x, y in zip(results, xs, ys):
         axis.scatter(x, y, marker=markers[r["task"]], color=colors[r["config"]], s=50, zorder=3)
     for task, value in summary["majority_baseline"].items():
-        axis.axhline(value, color="0.5", lw=0.8, ls=":" if task == "short" else "--")
+        axis.axhline(value, color="0.5", lw=0.8, ls={"short": ":", "mc": "--"}.get(task, "-."))
     low, high = axis.get_ylim()
     labels = list(ys)
     for x in set(round(v, 3) for v in xs):  # labels of points at the same FLOPs must not overlap
@@ -330,8 +363,8 @@ def plot(results: list[dict], summary: dict, path: Path) -> None:
                       va="center", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})
     for task, value in summary["majority_baseline"].items():
         axis.text(axis.get_xlim()[0], value, f" majority answer ({task})", fontsize=7, color="0.4", va="bottom")
-    for task, marker in markers.items():
-        axis.scatter([], [], marker=marker, color="0.3", label=f"Shapes {task}")
+    for task in sorted({r["task"] for r in results}, key=list(TASKS).index):
+        axis.scatter([], [], marker=markers[task], color="0.3", label=f"Shapes {task}")
     steps = sorted({r["signature"]["steps"] for r in results})
     axis.set(xlabel="analytic LM forward GFLOPs per sample (one answer token)",
              ylabel="test accuracy after training (%)",
@@ -367,7 +400,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the data, runs, results, JSON, table, PNG")
     parser.add_argument("--suite", choices=list(SUITES), default="main",
-                        help="main: llava and memvp on short and mc; ablations: the MemVP ablations on mc")
+                        help="main: llava and memvp on short and mc; ablations: the MemVP ablations on mc; "
+                             "scienceqa: llava and memvp on sqa (the mc questions in ScienceQA's layout, QCM-A)")
     parser.add_argument("--configs",
                         help=f"comma-separated configurations instead of the suite's; valid: {list(CONFIGS)}")
     parser.add_argument("--tasks", help=f"comma-separated tasks instead of the suite's; valid: {list(TASKS)}")
@@ -401,7 +435,7 @@ def main(argv=None) -> int:
     from vlbridge.data.llava_json import write_json_atomic
 
     started = time.perf_counter()
-    data = shapes_data(args.out, args.scenes, args.data_seed)
+    data = shapes_data(args.out, args.scenes, args.data_seed, scienceqa=bool(SCIENCEQA_TASKS & set(tasks)))
     todo = [(c, t) for t in tasks for c in configs]  # task by task: each task's comparison completes early
     done = set()
     for config, task in todo if not args.force else []:  # checked before any run: never mix settings

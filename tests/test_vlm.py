@@ -77,6 +77,23 @@ def test_batched_greedy_generation_equals_one_by_one(built, images):
         assert together[i, : alone.shape[0]].tolist() == alone.tolist(), sample.id
 
 
+def test_generation_stops_at_the_generation_configs_eos_when_none_is_given(built, images):
+    prompts = collator(built, False)(samples(images)[:1])
+    config = built.model.language_model.model.generation_config
+    saved = config.eos_token_id, config.pad_token_id
+    try:
+        config.eos_token_id = None
+        free = built.model.generate(prompts, max_new_tokens=6, pad_token_id=0)[0]
+        assert free.shape[0] == 6
+        tokens = free.tolist()
+        end = max(i for i, t in enumerate(tokens) if t not in tokens[:i])  # a token first seen at position `end`
+        config.eos_token_id, config.pad_token_id = tokens[end], 0  # now ends the answer there
+        stopped = built.model.generate(prompts, max_new_tokens=6)[0]
+        assert stopped.tolist() == tokens[: end + 1]
+    finally:
+        config.eos_token_id, config.pad_token_id = saved
+
+
 def test_sampling_is_reproducible_with_a_seed(built, images):
     prompts = collator(built, False)(samples(images)[:2])
     eos = built.tokenizer.eos_token_id

@@ -69,6 +69,9 @@ class VisionLanguageModel(nn.Module):
         ``batch`` must be left-padded (a Collator with ``with_answer=False``) for a decoder-only LM; an
         encoder-decoder LM takes the prompt padded on either side (its encoder input is right-aligned here).
         Returns (B, T) new token ids, padded with ``pad_token_id`` after each row's end of sequence.
+        ``eos_token_id`` / ``pad_token_id`` left as None take the LM's generation config's (so generation
+        still stops at the model's end of sequence); to generate exactly ``max_new_tokens``, set
+        ``language_model.model.generation_config.eos_token_id = None``.
         """
         seq2seq = self.language_model.is_encoder_decoder
         if batch.padding_side != "left" and not seq2seq:
@@ -90,8 +93,9 @@ class VisionLanguageModel(nn.Module):
                 temperature=temperature if do_sample else None,
                 top_p=top_p if do_sample else None,
                 top_k=None,
-                eos_token_id=eos_token_id,
-                pad_token_id=pad_token_id,
+                # None must not reach generate(): it would override the generation config's ids
+                **{name: value for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id))
+                   if value is not None},
             )
         # an encoder-decoder's output starts with the decoder's start token, which was not generated
         return out[:, 1:] if seq2seq else out

@@ -49,12 +49,13 @@ def test_memvp_target_and_ablation_directions(bench):
     summary = bench.summarise(results)
     met = {c["task"]: (c["memvp_minus_llava"], c["met"]) for c in summary["memvp_vs_llava"]}
     assert met == {"short": (pytest.approx(-1.0), True), "mc": (pytest.approx(-2.0), False)}
-    rows = {a["config"]: a for a in summary["ablations"]}
+    assert list(summary["ablations"]) == ["mc"]  # a table only for the tasks with ablation runs
+    rows = {a["config"]: a for a in summary["ablations"]["mc"]}
     assert rows["memvp-no-visual-prompts"]["ours_delta"] == pytest.approx(-28.0)
     assert rows["memvp-no-visual-prompts"]["paper_avg_delta"] == pytest.approx(85.33 - 93.07)
     assert [rows[c]["same_direction"] for c in ("memvp-no-visual-prompts", "memvp-keys-only", "memvp-values-only",
                                                 "memvp-global", "memvp")] == [True, False, False, None, None]
-    assert summary["ablations_same_direction"] == "1 of 3"
+    assert summary["ablations_same_direction"] == {"mc": "1 of 3"}
     assert summary["majority_baseline"] == {"short": 25.0, "mc": 25.0}
     text = bench.markdown(results, summary)
     assert "| mc | 70.0 | 68.0 | -2.0 ± " in text and "NOT met" in text
@@ -81,3 +82,26 @@ def test_summary_only_rebuilds_from_stored_results(bench, tmp_path):
     assert "question_ids" not in numbers["results"][0]
     assert (tmp_path / "accuracy_vs_flops.png").stat().st_size > 0
     assert "MemVP vs LLaVA-style" in (tmp_path / "bridge_accuracy.md").read_text()
+
+
+def test_sqa_task_reads_the_mc_questions_in_scienceqa_layout(bench, tmp_path):
+    """sqa trains and scores mc's questions through data.format=scienceqa: QCM-A prompts, "The answer is X."."""
+    from argparse import Namespace
+
+    from vlbridge.train.recipe import load_recipe
+
+    data = bench.shapes_data(tmp_path, 12, 0, scienceqa=True)
+    mc, sqa = bench.task_samples("mc", data, "test"), bench.task_samples("sqa", data, "test")
+    assert [s.id for s in sqa] == [s.id for s in mc] and sqa
+    for plain, qcm in zip(mc, sqa):
+        assert qcm.meta["answer_index"] == plain.meta["answer_index"]
+        assert qcm.turns[0].text.startswith("<image>\nQuestion: ") and qcm.turns[0].text.endswith("\nResponse:")
+        assert qcm.answer == f"The answer is {'ABCDE'[qcm.meta['answer_index']]}."
+        assert qcm.image.read_bytes() == plain.image.read_bytes()
+    args = Namespace(steps=2, batch_size=2, seed=0, threads=1, overrides=[])
+    recipe = load_recipe(None, bench.recipe_settings("memvp", "sqa", args, data, tmp_path / "run"))
+    assert (recipe.data.format, recipe.data.train, recipe.eval.max_new_tokens) == ("scienceqa", str(data / "scienceqa"), 8)
+    # an export without the ScienceQA layout gets it when a task needs it
+    plain_only = bench.shapes_data(tmp_path / "again", 12, 0)
+    assert not (plain_only / "scienceqa").exists()
+    assert (bench.shapes_data(tmp_path / "again", 12, 0, scienceqa=True) / "scienceqa" / "problems.json").is_file()
