@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -69,10 +71,12 @@ def test_cached_decoding_step():
     lm = tiny_lm("llama")
     shape = LMShape.of(lm)
     ids = torch.arange(3, 3 + TEXT)[None]
+    # the KV cache's argument and output field: `cache` in recent transformers, `past_key_values` before
+    key = "cache" if "cache" in inspect.signature(lm.model.forward).parameters else "past_key_values"
     with torch.no_grad():
-        cache = lm.model(input_ids=ids, use_cache=True).past_key_values
+        cache = getattr(lm.model(input_ids=ids, use_cache=True), key)
         step = torch.tensor([[7]])
-        measured = count_flops(lambda: lm.model(input_ids=step, past_key_values=cache, use_cache=True))
+        measured = count_flops(lambda: lm.model(input_ids=step, use_cache=True, **{key: cache}))
     analytic = shape.layers * layer_flops(shape, 1, context=TEXT + 1) + 2 * shape.width * shape.vocab
     assert measured == analytic
 
