@@ -56,3 +56,22 @@ def test_distort_reports_both_answers(run_dir, capsys):
     out = capsys.readouterr().out
     assert out.startswith("zeroed visual entries (row,col of the 4x4 grid): (")
     assert out.count("(") == 3 + 1 and "original : " in out and "distorted: " in out
+
+
+@pytest.mark.parametrize("kind", ["t5", "bart"])
+def test_analyses_on_an_encoder_decoder_lm(kind, tmp_path, tiny_seq2seq_dirs, tiny_dinov2_dir, capsys):
+    recipe = Recipe(model=ModelConfig(language_model=str(tiny_seq2seq_dirs[kind]), vision_encoder=str(tiny_dinov2_dir),
+                                      bridge="memvp", bridge_options={"num_slots": 20, "lam": 1.0, "memory_in": "both"}))
+    built = build_model(recipe.model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in built.model.bridge.parameters():
+            p.normal_(0, 0.5)
+    save_checkpoint(built.model, recipe, tmp_path / "run")
+    image = tmp_path / "image.png"
+    Image.new("RGB", (56, 56), (30, 200, 90)).save(image)
+    common = ["--run", str(tmp_path / "run"), "--image", str(image), "--prompt", "What color is the square?"]
+    assert main(["analyze", "locate", *common, "--out", str(tmp_path / "heat.png")]) == 0
+    assert "4x4 grid" in capsys.readouterr().out and (tmp_path / "heat.png").stat().st_size > 0
+    assert main(["analyze", "distort", *common, "--top-k", "2", "--max-new-tokens", "3"]) == 0
+    assert "original : " in capsys.readouterr().out

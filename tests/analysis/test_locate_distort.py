@@ -105,3 +105,46 @@ def test_overlay_png(tmp_path):
     assert grid_shape(256) == (16, 16)
     with pytest.raises(ValueError, match="square"):
         grid_shape(50)
+
+
+@pytest.mark.parametrize("kind", ["t5", "bart"])
+def test_locate_and_distort_on_an_encoder_decoder_lm(kind):
+    """The prompt is the encoder's input: responses come from the encoder's memory layers only."""
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from tiny_seq2seq import tiny_seq2seq
+
+    from vlbridge.bridges.registry import build_bridge
+    from vlbridge.models.seq2seq_language_model import Seq2SeqLanguageModel
+    from vlbridge.vlm import VisionLanguageModel
+
+    torch.manual_seed(0)
+    lm = Seq2SeqLanguageModel(tiny_seq2seq(kind))
+    model = VisionLanguageModel(lm, build_bridge("memvp", 24, lm, {"num_slots": 12, "memory_in": "both",
+                                                                  "lam": 1.0})).eval()
+    randomise_memory(model)
+    injection = model.bridge.injection
+    batch = make_batch([PROMPT], [True])
+    encoder_sites = [site for site in lm.ffn_sites() if site.stack == "encoder"]
+    captured = {}
+    hooks = [site.input.register_forward_pre_hook(lambda m, a, i=i: captured.__setitem__(i, a[0][0]))
+             for i, site in enumerate(encoder_sites)]
+    with torch.no_grad(), injection.inject(lm, batch.input_ids, batch.attention_mask, model.visual_vectors(batch),
+                                           batch.has_image, None, "right") as inputs:
+        lm(inputs.inputs_embeds, inputs.attention_mask)  # the encoder alone
+    for h in hooks:
+        h.remove()
+    f_z = injection.lam * model.bridge.connector(batch.images.grid)[0]  # (n, d)
+    # encoder positions 3 and 5 are prompt columns 4 and 6 (the placeholder was column 2)
+    expected = torch.stack([injection.phi(i)(captured[i][[3, 5]] @ f_z.T) for i in range(len(encoder_sites))]).mean(0)
+    torch.testing.assert_close(locate(model, batch, [4, 6]), expected)
+
+    # zeroing every visual entry leaves only the position embeddings: the answer of the text-only prompt
+    result = distort(model, batch, top_k=GRID, max_new_tokens=4, pad_token_id=0)
+    text_only = make_batch([[t for t in PROMPT if t != IMAGE_TOKEN_ID]], [False])
+    assert result.zeroed == list(range(GRID))
+    assert torch.equal(result.distorted, model.generate(text_only, max_new_tokens=4, pad_token_id=0)[0])
+
+    decoder_only = VisionLanguageModel(lm, build_bridge("memvp", 24, lm, {"num_slots": 12, "memory_in": "decoder"}))
+    injection.detach()
+    with pytest.raises(ValueError, match="only in the decoder"):
+        locate(decoder_only.eval(), batch, [4])

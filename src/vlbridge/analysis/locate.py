@@ -4,6 +4,10 @@ For text token t at memory layer l, the response to visual slot j is ``phi(<x_t,
 activation of slot j's key in the FFN's memory, with x the FFN's (normalised) input, keeping only the
 visual part of the key (the position embedding p_k is left out). Averaged over the memory layers it is
 a heat map over the image grid.
+
+On an encoder-decoder LM (T5, BART) the prompt is the encoder's input: the responses are read in the
+encoder's memory layers (``memory_in`` encoder or both); a memory only in the decoder never meets the
+prompt's tokens, and locating there is refused.
 """
 
 from __future__ import annotations
@@ -61,11 +65,17 @@ def locate(model, batch: Batch, token_positions: Sequence[int]) -> Tensor:
     n = visual.shape[1]
     content = injection.visual_part(visual, batch.has_image)[0, :n]  # (n, d_c) lam * f(z)
     positions = lm_positions(batch, token_positions)
+    seq2seq = lm.is_encoder_decoder
+    if seq2seq and not injection.layers_in("encoder"):
+        raise ValueError("the memory is only in the decoder, which never reads the prompt's tokens; locating "
+                         "needs memory in the encoder (memvp memory_in: encoder or both)")
+    # the LM alone runs: a decoder-only LM over the prompt, an encoder-decoder LM's encoder (no targets)
     with injection.inject(lm, batch.input_ids, batch.attention_mask, visual, batch.has_image, None,
-                          batch.padding_side) as inputs, injection.capture_inputs() as captured:
+                          "right" if seq2seq else batch.padding_side) as inputs, \
+            injection.capture_inputs() as captured:
         lm(inputs.inputs_embeds, inputs.attention_mask)
     responses = []
-    for layer in injection.layers:
+    for layer in sorted(captured):  # the memory layers the prompt went through
         x = captured[layer][0, positions, : content.shape[-1]]  # (T, d_c); concat mode: the content features
         responses.append(injection.phi(layer)(x @ content.to(x.dtype).T))  # (T, n)
     return torch.stack(responses).mean(0).float()
