@@ -30,6 +30,7 @@ Other processes on the cores slow all of it several times (the quick ablations t
 
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --suite main
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --suite ablations
+    python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --suite ablations --tasks short
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --suite scienceqa
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --configs llava-256 --tasks mc
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --summary-only     # tables and plot again
