@@ -10,7 +10,7 @@ from torch import nn
 from vlbridge.batch import ImageInputs
 from vlbridge.data.images import load_image
 from vlbridge.data.sample import Sample
-from vlbridge.encoders.feature_cache import FeatureCache
+from vlbridge.encoders.feature_cache import FeatureCache, file_digest
 
 
 class PixelImages:
@@ -28,12 +28,14 @@ class CachedFeatures:
     """Features of a frozen encoder, computed once per distinct image and reused every epoch.
 
     ``precompute`` fills an in-memory table, through the on-disk :class:`FeatureCache` (keyed by image
-    content and encoder identity) when one is given, so a second run skips the encoder entirely.
+    content and encoder identity) when one is given, so a second run skips the encoder entirely. Paths
+    with the same content share one entry (a ScienceQA export links one image under each of its problems).
     """
 
     def __init__(self, encoder: nn.Module, disk_cache: FeatureCache | None = None, batch_size: int = 16):
         self.encoder, self.disk_cache, self.batch_size = encoder, disk_cache, batch_size
-        self.table: dict[Path, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.table: dict[Path, tuple[torch.Tensor, torch.Tensor]] = {}  # image path -> (grid, pooled)
+        self._by_content: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # SHA-256 of the file -> the same
 
     def _encode(self, samples: list[Sample]):
         return self.encoder(PixelImages(self.encoder.preprocess)(samples).pixel_values)
@@ -54,7 +56,10 @@ class CachedFeatures:
                 features = self.disk_cache.get_or_compute(
                     [s.image for s in chunk], lambda paths: self._encode([by_path[p] for p in paths]))
             for s, grid, pooled in zip(chunk, features.grid, features.pooled):
-                self.table[s.image] = (grid.clone(), pooled.clone())
+                digest = file_digest(s.image)
+                if digest not in self._by_content:
+                    self._by_content[digest] = (grid.clone(), pooled.clone())
+                self.table[s.image] = self._by_content[digest]
             if progress is not None:
                 progress(len(chunk))
 

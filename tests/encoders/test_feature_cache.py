@@ -112,3 +112,22 @@ def test_half_precision_storage(tmp_path, images):
     out = cache.get_or_compute(images[:1], lambda paths: VisionFeatures(grid, None))
     assert out.pooled is None and out.grid.dtype == torch.float32
     torch.testing.assert_close(out.grid, grid.half().float(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_in_memory_table_keeps_one_copy_per_image_content(tmp_path, images, encoder, on_disk):
+    """A ScienceQA export links one image under each problem: the table must not hold it twice."""
+    from vlbridge.data.sample import Sample, Turn
+    from vlbridge.image_inputs import CachedFeatures
+
+    copy = tmp_path / "copy" / "img0.png"
+    copy.parent.mkdir()
+    shutil.copy(images[0], copy)
+    table = CachedFeatures(encoder, FeatureCache.for_encoder(tmp_path / "cache", encoder) if on_disk else None)
+    samples = [Sample(str(i), (Turn("user", "<image>\nq"), Turn("assistant", "a")), image=p)
+               for i, p in enumerate([images[0], copy, images[1]])]
+    batch = table(samples)
+    assert len(table.table) == 3
+    assert table.table[images[0]][0].data_ptr() == table.table[copy][0].data_ptr()
+    assert table.table[images[0]][0].data_ptr() != table.table[images[1]][0].data_ptr()
+    torch.testing.assert_close(batch.grid[0], batch.grid[1], rtol=0, atol=0)
