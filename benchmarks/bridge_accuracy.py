@@ -17,7 +17,9 @@ script runs again (``--force`` redoes it), so a long run that is cut short conti
 
 From whatever results exist it writes OUT/bridge_accuracy.json and OUT/bridge_accuracy.md (all runs; MemVP minus
 LLaVA-style per task against the target "at most 1 point below"; the ablations beside the paper's Table 4 with the
-direction of each change; the majority-answer baseline) and OUT/accuracy_vs_flops.png (accuracy against LM GFLOPs
+direction of each change; the majority-answer baseline and the question-type prior: each test question answered
+with its question type's most frequent training answer, what the question alone reaches without the image) and
+OUT/accuracy_vs_flops.png (accuracy against LM GFLOPs
 per sample, as the paper's Figure 4 right). Differences carry a paired standard error over the same questions.
 
 Defaults: 800 scenes (640 train: 2,560 short / 1,280 mc training questions; 80 test: 320 short / 160 mc), 150 steps
@@ -167,7 +169,7 @@ def run_one(config: str, task: str, args, data: Path, command: str) -> dict:
     from vlbridge.build import build_model
     from vlbridge.cost import sample_flops
     from vlbridge.eval.generate_answers import GenerationSettings
-    from vlbridge.eval.scoring import majority_baseline, score_sample
+    from vlbridge.eval.scoring import majority_baseline, question_type_baseline, score_sample
     from vlbridge.train.objectives import get_objective
     from vlbridge.train.recipe import load_recipe
     from vlbridge.train.trainer import image_loader, train
@@ -212,6 +214,7 @@ def run_one(config: str, task: str, args, data: Path, command: str) -> dict:
         "scores_before": {k: v for k, v in before.items() if k != "predictions"},
         "scores_after": {k: v for k, v in after.items() if k != "predictions"},
         "majority_baseline": majority_baseline(train_set, test_set),
+        "question_type_baseline": question_type_baseline(train_set, test_set),
         "question_ids": [s.id for s in test_set],
         "correct_after": [score_sample(s, p)[metric] for s, p in zip(test_set, after["predictions"])],
         "examples": [{"question": s.turns[0].text.replace("<image>\n", ""), "answer": s.answer, "before": b,
@@ -276,8 +279,11 @@ def summarise(results: list[dict]) -> dict:
         same_direction[task] = f"{sum(a['same_direction'] for a in judged)} of {len(judged)}"
     majority = {task: next(r["majority_baseline"] for r in results if r["task"] == task)
                 for task in TASKS if any(r["task"] == task for r in results)}
+    prior = {task: next(r["question_type_baseline"] for r in results if r["task"] == task)
+             for task in majority if all(r.get("question_type_baseline") is not None
+                                         for r in results if r["task"] == task)}
     return {"memvp_vs_llava": comparisons, "ablations": ablations, "ablations_same_direction": same_direction,
-            "majority_baseline": majority}
+            "majority_baseline": majority, "question_type_baseline": prior}
 
 
 def _pct(x: float | None, signed: bool = False) -> str:
@@ -300,6 +306,9 @@ def markdown(results: list[dict], summary: dict) -> str:
                      f"{r['accuracy_before']:.1f} | {r['accuracy_after']:.1f} |")
     lines += ["", "Majority-answer baseline (the training set's most frequent answer): "
               + ", ".join(f"{t} {v:.1f} %" for t, v in summary["majority_baseline"].items())]
+    if summary["question_type_baseline"]:
+        lines += ["", "Question-type prior (each question type's most frequent training answer; no image): "
+                  + ", ".join(f"{t} {v:.1f} %" for t, v in summary["question_type_baseline"].items())]
     if summary["memvp_vs_llava"]:
         lines += ["", f"## MemVP vs LLaVA-style at equal steps (target: MemVP at most {TARGET_POINTS_BELOW:g} point "
                   "below)", "",
@@ -364,6 +373,10 @@ def plot(results: list[dict], summary: dict, path: Path) -> None:
                       va="center", arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})
     for task, value in summary["majority_baseline"].items():
         axis.text(axis.get_xlim()[0], value, f" majority answer ({task})", fontsize=7, color="0.4", va="bottom")
+    for task, value in summary["question_type_baseline"].items():
+        axis.axhline(value, color="tab:red", lw=0.8, alpha=0.6, ls=":")
+        axis.text(axis.get_xlim()[0], value, f" question-type prior ({task})", fontsize=7, color="tab:red",
+                  va="bottom")
     for task in sorted({r["task"] for r in results}, key=list(TASKS).index):
         axis.scatter([], [], marker=markers[task], color="0.3", label=f"Shapes {task}")
     steps = sorted({r["signature"]["steps"] for r in results})
@@ -378,8 +391,21 @@ def plot(results: list[dict], summary: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def add_question_type_baseline(results: list[dict], out: Path) -> None:
+    """Results stored before the question-type prior was recorded get it from their Shapes data, if present."""
+    from vlbridge.eval.scoring import question_type_baseline
+
+    for r in results:
+        signature = r["signature"]
+        data = out / f"shapes_n{signature.get('scenes')}_seed{signature.get('data_seed')}"
+        if "question_type_baseline" not in r and (data / "manifest.json").is_file():
+            test = task_samples(r["task"], data, "test")[: signature["eval_samples"] or None]
+            r["question_type_baseline"] = question_type_baseline(task_samples(r["task"], data, "train"), test)
+
+
 def write_summary(out: Path, command: str, settings: dict, show: bool = True) -> dict:
     results = [json.loads(p.read_text()) for p in sorted((out / "results").glob("*__*.json"))]
+    add_question_type_baseline(results, out)
     if not results:
         print(f"no results in {out / 'results'} yet")
         return {}

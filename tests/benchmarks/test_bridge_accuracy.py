@@ -25,7 +25,7 @@ def result(config: str, task: str, correct: list[int], gflops: float = 1.0) -> d
     ids = [f"q{i}" for i in range(len(correct))]
     return {"config": config, "task": task, "question_ids": ids, "correct_after": [float(c) for c in correct],
             "accuracy_after": 100 * sum(correct) / len(correct), "accuracy_before": 0.0, "lm_gflops_per_sample": gflops,
-            "majority_baseline": 25.0, "trainable_parameters": 1000, "train_seconds_per_step": 1.0,
+            "majority_baseline": 25.0, "question_type_baseline": 20.0, "trainable_parameters": 1000, "train_seconds_per_step": 1.0,
             "train_wall_seconds": 60.0, "final_loss": 0.5, "eval_samples": len(correct), "signature": {"steps": 3}}
 
 
@@ -57,8 +57,10 @@ def test_memvp_target_and_ablation_directions(bench):
                                                 "memvp-global", "memvp")] == [True, False, False, None, None]
     assert summary["ablations_same_direction"] == {"mc": "1 of 3"}
     assert summary["majority_baseline"] == {"short": 25.0, "mc": 25.0}
+    assert summary["question_type_baseline"] == {"short": 20.0, "mc": 20.0}
     text = bench.markdown(results, summary)
     assert "| mc | 70.0 | 68.0 | -2.0 ± " in text and "NOT met" in text
+    assert "Question-type prior (each question type's most frequent training answer; no image): short 20.0 %" in text
     assert "| w/o visual prompts | memvp-no-visual-prompts | 40.0 | -28.0 ± " in text
     assert "| values only | memvp-values-only | 68.0 | +0.0 ± 0.0 |" in text and "| tie |" in text
 

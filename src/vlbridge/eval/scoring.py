@@ -54,6 +54,21 @@ def score_predictions(samples: list[Sample], predictions: list[str]) -> dict[str
     return {**{k: 100 * v / n for k, v in totals.items()}, "count": len(samples)}
 
 
+def question_type_baseline(train: list[Sample], test: list[Sample], field: str = "question_type") -> float | None:
+    """Accuracy (%) of answering each test question with its question type's most frequent training answer
+    (``meta[field]``; the overall most frequent for a type training never saw): what the question alone,
+    without the image, reaches (the VQA literature's "prior per question type"). None when the samples
+    carry no such field."""
+    if not train or not test or any(field not in s.meta for s in (*train, *test)):
+        return None
+    by_type: dict[str, Counter] = {}
+    for s in train:
+        by_type.setdefault(s.meta[field], Counter())[normalised(s.answer or "")] += 1
+    overall = Counter(normalised(s.answer or "") for s in train).most_common(1)[0][0]
+    guess = {kind: counts.most_common(1)[0][0] for kind, counts in by_type.items()}
+    return 100 * sum(exact_match(guess.get(s.meta[field], overall), _answers(s)) for s in test) / len(test)
+
+
 def majority_baseline(train: list[Sample], test: list[Sample]) -> float:
     """Accuracy (%) of always giving the training set's most frequent answer: the floor to beat."""
     if not train or not test:
