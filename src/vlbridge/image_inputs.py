@@ -35,7 +35,7 @@ class CachedFeatures:
     def __init__(self, encoder: nn.Module, disk_cache: FeatureCache | None = None, batch_size: int = 16):
         self.encoder, self.disk_cache, self.batch_size = encoder, disk_cache, batch_size
         self.table: dict[Path, tuple[torch.Tensor, torch.Tensor]] = {}  # image path -> (grid, pooled)
-        self._by_content: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # SHA-256 of the file -> the same
+        self._by_content: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # file SHA-256 -> shared entry
 
     def _encode(self, samples: list[Sample]):
         return self.encoder(PixelImages(self.encoder.preprocess)(samples).pixel_values)
