@@ -260,7 +260,7 @@ def test_every_record_is_loaded_correctly_or_rejected_naming_it(image_pool, data
         return
     assert oracle(record, image_ok), f"invalid record accepted: {record!r}"
     assert sample.id == record["id"] and sample.meta == record.get("meta", {})
-    assert sample.image == (root / record["image"] if "image" in record else None)
+    assert sample.image == (root / record["image"] if record.get("image") is not None else None)  # null: text-only
     assert [(t.role, t.text) for t in sample.turns] == [
         ({"human": "user", "gpt": "assistant"}[turn["from"]], turn["value"]) for turn in record["conversations"]]
 
