@@ -60,8 +60,9 @@ def test_distort_reports_both_answers(run_dir, capsys):
 
 @pytest.mark.parametrize("kind", ["t5", "bart"])
 def test_analyses_on_an_encoder_decoder_lm(kind, tmp_path, tiny_seq2seq_dirs, tiny_dinov2_dir, capsys):
+    options = {"num_slots": 20, "lam": 1.0, "memory_in": "both"}
     recipe = Recipe(model=ModelConfig(language_model=str(tiny_seq2seq_dirs[kind]), vision_encoder=str(tiny_dinov2_dir),
-                                      bridge="memvp", bridge_options={"num_slots": 20, "lam": 1.0, "memory_in": "both"}))
+                                      bridge="memvp", bridge_options=options))
     built = build_model(recipe.model)
     torch.manual_seed(0)
     with torch.no_grad():
