@@ -401,21 +401,8 @@ def plot(results: list[dict], summary: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def add_question_type_baseline(results: list[dict], out: Path) -> None:
-    """Results stored before the question-type prior was recorded get it from their Shapes data, if present."""
-    from vlbridge.eval.scoring import question_type_baseline
-
-    for r in results:
-        signature = r["signature"]
-        data = out / f"shapes_n{signature.get('scenes')}_seed{signature.get('data_seed')}"
-        if "question_type_baseline" not in r and (data / "manifest.json").is_file():
-            test = task_samples(r["task"], data, "test")[: signature["eval_samples"] or None]
-            r["question_type_baseline"] = question_type_baseline(task_samples(r["task"], data, "train"), test)
-
-
 def write_summary(out: Path, command: str, settings: dict, show: bool = True) -> dict:
     results = [json.loads(p.read_text()) for p in sorted((out / "results").glob("*__*.json"))]
-    add_question_type_baseline(results, out)
     if not results:
         print(f"no results in {out / 'results'} yet")
         return {}

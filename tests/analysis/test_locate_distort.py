@@ -144,7 +144,7 @@ def test_locate_and_distort_on_an_encoder_decoder_lm(kind):
     assert result.zeroed == list(range(GRID))
     assert torch.equal(result.distorted, model.generate(text_only, max_new_tokens=4, pad_token_id=0)[0])
 
-    decoder_only = VisionLanguageModel(lm, build_bridge("memvp", 24, lm, {"num_slots": 12, "memory_in": "decoder"}))
     injection.detach()
+    decoder_only = VisionLanguageModel(lm, build_bridge("memvp", 24, lm, {"num_slots": 12, "memory_in": "decoder"}))
     with pytest.raises(ValueError, match="only in the decoder"):
         locate(decoder_only.eval(), batch, [4])
