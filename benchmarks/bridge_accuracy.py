@@ -72,15 +72,19 @@ CONFIGS: dict[str, list[str]] = {
 
 # task -> the score that is its accuracy (vlbridge.eval.scoring.score_sample). short and mc read the Shapes
 # export's LLaVA JSON; sqa is mc's questions in ScienceQA's layout with MemVP's QCM-A prompt and target
-# ("The answer is X."), read through data.format=scienceqa as recipes/memvp/scienceqa.yaml reads ScienceQA
-TASKS = {"short": "exact_match", "mc": "accuracy", "sqa": "accuracy"}
+# ("The answer is X."), read through data.format=scienceqa as recipes/memvp/scienceqa.yaml reads ScienceQA;
+# mc-text is mc's questions answered with the option's text and scored by ranking the options' likelihoods
+# (vlbridge.eval.choice_likelihood): the frozen 135M LM does not map answers to letters (docs/memvp.md)
+TASKS = {"short": "exact_match", "mc": "accuracy", "sqa": "accuracy", "mc-text": "accuracy"}
 SCIENCEQA_TASKS = {"sqa"}
+OPTION_TEXT_TASKS = {"mc-text"}
+OPTION_TEXT_INSTRUCTION = "Answer with the option's text."
 
 SUITES = {
     "main": (["llava", "memvp"], ["short", "mc"]),
     "scienceqa": (["llava", "memvp"], ["sqa"]),
     "ablations": (["memvp", "memvp-no-visual-prompts", "memvp-global", "memvp-position-concat", "memvp-keys-only",
-                   "memvp-values-only"], ["mc"]),
+                   "memvp-values-only"], ["mc-text"]),
 }
 
 # MemVP paper, Table 4 (ScienceQA accuracy %, average / IMG subset); METHODS.md section 1
@@ -99,7 +103,7 @@ PAPER_LABELS = {
 }
 TARGET_POINTS_BELOW = 1.0  # MemVP at most 1 point below the LLaVA-style bridge (the paper finds it higher)
 # as the demo: short answers are 1-3 tokens, a letter 1; "The answer is B." 5 and the end of turn a sixth
-MAX_NEW_TOKENS = {"short": 5, "mc": 5, "sqa": 8}
+MAX_NEW_TOKENS = {"short": 5, "mc": 5, "sqa": 8, "mc-text": 5}
 
 
 def pick(names: str, valid: dict, what: str) -> list[str]:
@@ -126,11 +130,32 @@ def shapes_data(out: Path, n: int, seed: int, scienceqa: bool = False) -> Path:
     return folder
 
 
+def option_text_split(data: Path, split: str) -> Path:
+    """``{split}_mc-text.json``: the Shapes export's mc questions of ``split`` with the instruction to answer
+    with the option's text and that text as the answer (and only reference); written once."""
+    from vlbridge.data.llava_json import write_json_atomic
+    from vlbridge.data.prompts import MC_INSTRUCTION
+
+    path = data / f"{split}_mc-text.json"
+    if not path.is_file():
+        records = json.loads((data / f"{split}_mc.json").read_text())
+        for record in records:
+            question, answer = record["conversations"]
+            choice = record["meta"]["choices"][record["meta"]["answer_index"]]
+            question["value"] = question["value"].replace(MC_INSTRUCTION, OPTION_TEXT_INSTRUCTION)
+            answer["value"], record["meta"]["answers"] = choice, [choice]
+        write_json_atomic(records, path)
+    return path
+
+
 def data_settings(task: str, data: Path) -> list[str]:
     """The recipe's data section for ``task`` on the Shapes export ``data``."""
     if task in SCIENCEQA_TASKS:
         root = data / "scienceqa"
         return ["data.format=scienceqa", f"data.train={root}", f"data.val={root}"]
+    if task in OPTION_TEXT_TASKS:
+        for split in ("train", "val"):
+            option_text_split(data, split)
     return [f"data.train={data / f'train_{task}.json'}", f"data.val={data / f'val_{task}.json'}",
             f"data.image_root={data}"]
 
@@ -143,7 +168,30 @@ def task_samples(task: str, data: Path, split: str) -> list:
         return list(read_scienceqa(data / "scienceqa", split))
     from vlbridge.data.llava_json import read_llava_json
 
-    return list(read_llava_json(data / f"{split}_{task}.json", image_root=data))
+    path = option_text_split(data, split) if task in OPTION_TEXT_TASKS else data / f"{split}_{task}.json"
+    return list(read_llava_json(path, image_root=data))
+
+
+def measure_task(task: str, built, images, samples: list, settings) -> tuple[dict, float, list[float]]:
+    """Scores (the task's metric in %, the predictions), seconds per question and each question's 0/1: greedy
+    answers scored by ``score_sample``, or for the option-text tasks the most likely option."""
+    from vlbridge.eval.scoring import score_sample
+    from vlbridge_cli.demo import measure
+
+    if task not in OPTION_TEXT_TASKS:
+        scores, seconds = measure(built, images, samples, settings)
+        return scores, seconds, [score_sample(s, p)[TASKS[task]] for s, p in zip(samples, scores["predictions"])]
+    from vlbridge.batch import Collator
+    from vlbridge.eval.choice_likelihood import choose_by_likelihood
+
+    collator = Collator(built.tokenizer, built.chat_format, images, image_tokens=built.image_tokens)
+    started = time.perf_counter()
+    chosen = choose_by_likelihood(built.model, collator, samples)
+    seconds = (time.perf_counter() - started) / max(len(samples), 1)
+    correct = [float(c == s.meta["answer_index"]) for s, c in zip(samples, chosen)]
+    scores = {TASKS[task]: 100 * sum(correct) / max(len(correct), 1), "count": len(samples),
+              "predictions": [s.meta["choices"][c] for s, c in zip(samples, chosen)]}
+    return scores, seconds, correct
 
 
 def recipe_settings(config: str, task: str, args, data: Path, run: Path) -> list[str]:
@@ -169,11 +217,10 @@ def run_one(config: str, task: str, args, data: Path, command: str) -> dict:
     from vlbridge.build import build_model
     from vlbridge.cost import sample_flops
     from vlbridge.eval.generate_answers import GenerationSettings
-    from vlbridge.eval.scoring import majority_baseline, question_type_baseline, score_sample
+    from vlbridge.eval.scoring import majority_baseline, question_type_baseline
     from vlbridge.train.objectives import get_objective
     from vlbridge.train.recipe import load_recipe
     from vlbridge.train.trainer import image_loader, train
-    from vlbridge_cli.demo import measure
 
     run = args.out / "runs" / f"{config}__{task}"
     recipe = load_recipe(None, recipe_settings(config, task, args, data, run))
@@ -191,9 +238,9 @@ def run_one(config: str, task: str, args, data: Path, command: str) -> dict:
     encoded = [prompts.encode(s) for s in test_set]
     text_tokens = round(sum(len(e.input_ids) - e.has_image for e in encoded) / len(encoded))
     flops = sample_flops(built, text_tokens)
-    before, _ = measure(built, images, test_set, settings)
+    before, _, _ = measure_task(task, built, images, test_set, settings)
     result = train(recipe, built=built)
-    after, seconds_per_sample = measure(built, images, test_set, settings)
+    after, seconds_per_sample, correct_after = measure_task(task, built, images, test_set, settings)
     history = result["history"]
     timed = history[1:] or history  # the first step includes one-time work
     tail = history[-max(1, len(history) // 10):]
@@ -216,7 +263,7 @@ def run_one(config: str, task: str, args, data: Path, command: str) -> dict:
         "majority_baseline": majority_baseline(train_set, test_set),
         "question_type_baseline": question_type_baseline(train_set, test_set),
         "question_ids": [s.id for s in test_set],
-        "correct_after": [score_sample(s, p)[metric] for s, p in zip(test_set, after["predictions"])],
+        "correct_after": correct_after,
         "examples": [{"question": s.turns[0].text.replace("<image>\n", ""), "answer": s.answer, "before": b,
                       "after": a} for s, b, a in list(zip(test_set, before["predictions"], after["predictions"]))[:6]],
         "wall_seconds": time.perf_counter() - started,
@@ -364,7 +411,7 @@ def plot(results: list[dict], summary: dict, path: Path) -> None:
     # the bridges' cost against accuracy; the ablations cost what the full MemVP costs (they are the tables)
     results = [r for r in results if r["config"] not in PAPER_TABLE4 or r["config"] == "memvp"]
     figure, axis = plt.subplots(figsize=(8, 5))
-    markers = {"short": "o", "mc": "s", "sqa": "^"}
+    markers = {"short": "o", "mc": "s", "sqa": "^", "mc-text": "D"}
     colors = {name: plt.cm.tab10(i % 10) for i, name in enumerate(CONFIGS)}
     xs = [r["lm_gflops_per_sample"] for r in results]
     ys = [r["accuracy_after"] for r in results]
@@ -424,7 +471,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the data, runs, results, JSON, table, PNG")
     parser.add_argument("--suite", choices=list(SUITES), default="main",
-                        help="main: llava and memvp on short and mc; ablations: the MemVP ablations on mc; "
+                        help="main: llava and memvp on short and mc; ablations: the MemVP ablations on mc-text; "
                              "scienceqa: llava and memvp on sqa (the mc questions in ScienceQA's layout, QCM-A)")
     parser.add_argument("--configs",
                         help=f"comma-separated configurations instead of the suite's; valid: {list(CONFIGS)}")

@@ -51,14 +51,15 @@ class VisionLanguageModel(nn.Module):
         out[batch.has_image] = visual
         return out
 
-    def forward(self, batch: Batch, output_hidden_states: bool = False) -> LMOutput:
+    def forward(self, batch: Batch, output_hidden_states: bool = False, row_losses: bool = False) -> LMOutput:
         visual = self.visual_vectors(batch)
         lm = self.language_model
         side = "right" if lm.is_encoder_decoder else batch.padding_side
         with self.bridge.injection.inject(lm, batch.input_ids, batch.attention_mask, visual,
                                           batch.has_image, batch.labels, side) as inputs:
             labels = batch.targets if lm.is_encoder_decoder else inputs.labels
-            return lm(inputs.inputs_embeds, inputs.attention_mask, labels, output_hidden_states=output_hidden_states)
+            return lm(inputs.inputs_embeds, inputs.attention_mask, labels, output_hidden_states=output_hidden_states,
+                      row_losses=row_losses)
 
     @torch.no_grad()
     def generate(self, batch: Batch, max_new_tokens: int = 32, do_sample: bool = False,

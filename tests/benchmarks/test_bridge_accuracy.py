@@ -108,3 +108,25 @@ def test_sqa_task_reads_the_mc_questions_in_scienceqa_layout(bench, tmp_path):
     plain_only = bench.shapes_data(tmp_path / "again", 12, 0)
     assert not (plain_only / "scienceqa").exists()
     assert (bench.shapes_data(tmp_path / "again", 12, 0, scienceqa=True) / "scienceqa" / "problems.json").is_file()
+
+
+def test_mc_text_task_asks_mc_questions_for_the_options_text(bench, tmp_path):
+    """mc-text trains and scores mc's questions with the option's text as the answer (ranked by likelihood)."""
+    from argparse import Namespace
+
+    from vlbridge.data.prompts import MC_INSTRUCTION
+    from vlbridge.train.recipe import load_recipe
+
+    data = bench.shapes_data(tmp_path, 12, 0)
+    for split in ("train", "test"):
+        mc, text = bench.task_samples("mc", data, split), bench.task_samples("mc-text", data, split)
+        assert [s.id for s in text] == [s.id for s in mc] and text
+        for letter, option in zip(mc, text):
+            choice = letter.meta["choices"][letter.meta["answer_index"]]
+            assert option.answer == choice and option.meta["answers"] == [choice]
+            assert option.turns[0].text == letter.turns[0].text.replace(MC_INSTRUCTION, bench.OPTION_TEXT_INSTRUCTION)
+            assert option.meta["choices"] == letter.meta["choices"] and option.image == letter.image
+    args = Namespace(steps=2, batch_size=2, seed=0, threads=1, overrides=[])
+    recipe = load_recipe(None, bench.recipe_settings("memvp", "mc-text", args, data, tmp_path / "run"))
+    assert recipe.data.train == str(data / "train_mc-text.json") and (data / "val_mc-text.json").is_file()
+    assert bench.SUITES["ablations"][1] == ["mc-text"]

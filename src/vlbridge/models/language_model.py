@@ -68,6 +68,15 @@ class LMOutput:
     loss_sum: Tensor  # () summed cross-entropy over supervised tokens
     num_tokens: Tensor  # () number of supervised tokens
     hidden_states: tuple[Tensor, ...] | None = None  # per layer (B, L, d) when asked for
+    row_loss: Tensor | None = None  # (B,) summed cross-entropy of each row's supervised tokens, when asked for
+
+
+def row_loss(logits: Tensor, targets: Tensor, keep: Tensor) -> Tensor:
+    """(N, V) logits of the kept positions of (B, T) ``targets`` -> (B,) each row's summed cross-entropy
+    (a separate pass: the batch sum keeps its own reduction, so training is bit-for-bit unchanged)."""
+    losses = nn.functional.cross_entropy(logits.float(), targets[keep], reduction="none")  # (N,)
+    rows = keep.nonzero()[:, 0]  # (N,) the row of each kept position, in the order keep selects them
+    return losses.new_zeros(keep.shape[0]).index_add_(0, rows, losses)
 
 
 class LanguageModel(nn.Module):
@@ -127,6 +136,7 @@ class LanguageModel(nn.Module):
         labels: Tensor | None = None,  # (B, L) next-token targets aligned with inputs, -100 = ignore
         position_ids: Tensor | None = None,
         output_hidden_states: bool = False,
+        row_losses: bool = False,  # also return each row's summed loss (LMOutput.row_loss)
     ) -> LMOutput:
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)
@@ -146,7 +156,8 @@ class LanguageModel(nn.Module):
         keep = targets != -100
         logits = self.model.get_output_embeddings()(hidden[:, :-1][keep])  # (N, V)
         loss_sum = nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
-        return LMOutput(loss_sum, keep.sum(), out.hidden_states)
+        rows = row_loss(logits, targets, keep) if row_losses else None
+        return LMOutput(loss_sum, keep.sum(), out.hidden_states, rows)
 
 
 def positions_from_mask(attention_mask: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from vlbridge.errors import ConfigError
-from vlbridge.models.language_model import FFNSite, LMOutput
+from vlbridge.models.language_model import FFNSite, LMOutput, row_loss
 from vlbridge.text.tokenize import IGNORE
 
 
@@ -131,6 +131,7 @@ class Seq2SeqLanguageModel(nn.Module):
         attention_mask: Tensor,  # (B, S) 1 = real encoder position
         targets: Tensor | None = None,  # (B, T) the decoder's target ids (answer + EOS), IGNORE = padding
         output_hidden_states: bool = False,
+        row_losses: bool = False,  # also return each row's summed loss (LMOutput.row_loss)
     ) -> LMOutput:
         """Answer-token loss; ``hidden_states`` are the *encoder's* (where the prompt and image are).
 
@@ -146,4 +147,5 @@ class Seq2SeqLanguageModel(nn.Module):
                          output_hidden_states=output_hidden_states)
         keep = targets != IGNORE  # (B, T)
         loss_sum = nn.functional.cross_entropy(out.logits[keep].float(), targets[keep], reduction="sum")
-        return LMOutput(loss_sum, keep.sum(), out.encoder_hidden_states)
+        rows = row_loss(out.logits[keep], targets, keep) if row_losses else None
+        return LMOutput(loss_sum, keep.sum(), out.encoder_hidden_states, rows)
