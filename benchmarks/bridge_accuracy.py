@@ -9,7 +9,10 @@ for MemVP (256 grid features, 320 memory slots) and all its ablations; ``--set K
 For each (configuration, task) it trains on ``train_{task}.json`` and scores the first ``--eval-samples`` questions
 of ``test_{task}.json`` (short: exact match; mc: the parsed option letter) before and after training; the task
 ``sqa`` does the same with mc's questions in ScienceQA's layout (``data.format=scienceqa``, MemVP's QCM-A prompt,
-target ``The answer is X.``: the path of ``recipes/memvp/scienceqa.yaml``, with the frozen encoder). It records
+target ``The answer is X.``: the path of ``recipes/memvp/scienceqa.yaml``, with the frozen encoder); the task
+``mc-text`` asks mc's questions for the option's text (``{split}_mc-text.json``, written beside the export) and
+scores the option the model finds most likely (``vlbridge.eval.choice_likelihood``): the frozen SmolLM2-135M does
+not map answers to letters, even when told the answer (``benchmarks/mc_letter_probe.py``). It records
 trainable parameters, analytic LM forward GFLOPs per sample (``vlbridge.cost.sample_flops``, one answer token, the
 mean prompt length of the scored test questions: the same for every configuration), train wall time, seconds per
 step and final loss. Each finished pair is written at once to OUT/results/<config>__<task>.json and skipped when the
@@ -27,7 +30,8 @@ of batch 8 (about one epoch of mc, half of short), all test questions (at most 3
 nothing else running (two threads; single-thread CPU time is about twice): a step takes 1.5 s (MemVP, short) to
 2.4 s (MemVP, mc) and 2.8 s (LLaVA 64 tokens, short) to 3.7 s (LLaVA, mc); scoring a question 0.12 s (MemVP) and
 0.2 s (LLaVA); building the model ~10 s; encoding the 720 images once ~1.5 min (then cached on disk). Estimated:
-``--suite main`` ~35 min, ``--suite ablations`` ~41 min (~34 min after ``main``, which already ran ``memvp`` on mc).
+``--suite main`` ~35 min; ``--suite ablations`` (mc-text) ~11 min a configuration at 300 steps (1.7-1.9 s/step,
+scoring the 160 questions' options ~1 min before and after).
 Other processes on the cores slow all of it several times (the quick ablations took 34 min under a load of 5).
 
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --suite main
@@ -78,7 +82,6 @@ CONFIGS: dict[str, list[str]] = {
 TASKS = {"short": "exact_match", "mc": "accuracy", "sqa": "accuracy", "mc-text": "accuracy"}
 SCIENCEQA_TASKS = {"sqa"}
 OPTION_TEXT_TASKS = {"mc-text"}
-OPTION_TEXT_INSTRUCTION = "Answer with the option's text."
 
 SUITES = {
     "main": (["llava", "memvp"], ["short", "mc"]),
@@ -134,7 +137,7 @@ def option_text_split(data: Path, split: str) -> Path:
     """``{split}_mc-text.json``: the Shapes export's mc questions of ``split`` with the instruction to answer
     with the option's text and that text as the answer (and only reference); written once."""
     from vlbridge.data.llava_json import write_json_atomic
-    from vlbridge.data.prompts import MC_INSTRUCTION
+    from vlbridge.data.prompts import MC_INSTRUCTION, OPTION_TEXT_INSTRUCTION
 
     path = data / f"{split}_mc-text.json"
     if not path.is_file():

@@ -114,7 +114,7 @@ def test_mc_text_task_asks_mc_questions_for_the_options_text(bench, tmp_path):
     """mc-text trains and scores mc's questions with the option's text as the answer (ranked by likelihood)."""
     from argparse import Namespace
 
-    from vlbridge.data.prompts import MC_INSTRUCTION
+    from vlbridge.data.prompts import MC_INSTRUCTION, OPTION_TEXT_INSTRUCTION
     from vlbridge.train.recipe import load_recipe
 
     data = bench.shapes_data(tmp_path, 12, 0)
@@ -124,7 +124,7 @@ def test_mc_text_task_asks_mc_questions_for_the_options_text(bench, tmp_path):
         for letter, option in zip(mc, text):
             choice = letter.meta["choices"][letter.meta["answer_index"]]
             assert option.answer == choice and option.meta["answers"] == [choice]
-            assert option.turns[0].text == letter.turns[0].text.replace(MC_INSTRUCTION, bench.OPTION_TEXT_INSTRUCTION)
+            assert option.turns[0].text == letter.turns[0].text.replace(MC_INSTRUCTION, OPTION_TEXT_INSTRUCTION)
             assert option.meta["choices"] == letter.meta["choices"] and option.image == letter.image
     args = Namespace(steps=2, batch_size=2, seed=0, threads=1, overrides=[])
     recipe = load_recipe(None, bench.recipe_settings("memvp", "mc-text", args, data, tmp_path / "run"))

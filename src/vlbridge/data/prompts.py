@@ -20,6 +20,8 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 """Option letters; ScienceQA has at most 5 options, the format allows 26."""
 
 MC_INSTRUCTION = "Answer with the option's letter."
+OPTION_TEXT_INSTRUCTION = "Answer with the option's text."
+"""For answers given as the option's own text, ranked by likelihood (``vlbridge.eval.choice_likelihood``)."""
 
 
 def choice_letter(index: int) -> str:

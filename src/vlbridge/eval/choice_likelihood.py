@@ -2,9 +2,9 @@
 option is the model's choice ("cloze" multiple choice, as lm-evaluation-harness scores small LMs).
 
 Generating the option's letter needs the LM to map an answer to its letter, which small LMs rarely do: the
-frozen SmolLM2-135M, asked a Shapes question with the answer written into it, gives the right letter no more
-often than the most frequent letter (``docs/memvp.md``). Ranking the options' texts asks only which answer
-the model finds most likely, whatever it can or cannot do with letters.
+frozen SmolLM2-135M, asked a Shapes question with the answer written into it, gives the right letter no
+more often than the most frequent letter (``benchmarks/mc_letter_probe.py``). Ranking the options' texts
+asks only which answer the model finds most likely, whatever it can or cannot do with letters.
 
 An option's score is the summed log-probability of its answer tokens, end of turn included (so "red" is not
 preferred over "red square" for stopping early), or their mean per token (``reduce="mean"``).
