@@ -78,7 +78,7 @@ CONFIGS: dict[str, list[str]] = {
 # export's LLaVA JSON; sqa is mc's questions in ScienceQA's layout with MemVP's QCM-A prompt and target
 # ("The answer is X."), read through data.format=scienceqa as recipes/memvp/scienceqa.yaml reads ScienceQA;
 # mc-text is mc's questions answered with the option's text and scored by ranking the options' likelihoods
-# (vlbridge.eval.choice_likelihood): the frozen 135M LM does not map answers to letters (docs/memvp.md)
+# (vlbridge.eval.choice_likelihood): the frozen 135M LM does not map answers to letters (mc_letter_probe.py)
 TASKS = {"short": "exact_match", "mc": "accuracy", "sqa": "accuracy", "mc-text": "accuracy"}
 SCIENCEQA_TASKS = {"sqa"}
 OPTION_TEXT_TASKS = {"mc-text"}

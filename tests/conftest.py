@@ -80,3 +80,4 @@ def tiny_seq2seq_dirs(tmp_path_factory):
             return self[kind]
 
     return Folders()
+

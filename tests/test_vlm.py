@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_vlm import build_tiny_vlm
 
 from vlbridge.batch import Collator
 from vlbridge.build import build_model
@@ -38,15 +39,7 @@ def samples(images):
 
 @pytest.fixture(scope="module", params=["llava", "memvp"])
 def built(request, tiny_llama_dir, tiny_dinov2_dir):
-    torch.manual_seed(0)
-    recipe = load_recipe(None, [f"model.language_model={tiny_llama_dir}", f"model.vision_encoder={tiny_dinov2_dir}",
-                                "model.vision_layer=-1", f"model.bridge={request.param}"])
-    built = build_model(recipe.model)
-    with torch.no_grad():  # a non-trivial bridge (MemVP's p_v starts at zero)
-        for p in built.model.bridge.parameters():
-            p.add_(torch.randn_like(p) * 0.5)
-    built.model.eval()
-    return built
+    return build_tiny_vlm(tiny_llama_dir, tiny_dinov2_dir, request.param)
 
 
 def collator(built, with_answer):

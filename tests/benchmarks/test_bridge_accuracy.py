@@ -3,22 +3,16 @@ against the paper's Table 4, and the tables and plot rebuilt from stored results
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bridge_accuracy.py"
+from benchmark_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bridge_accuracy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bridge_accuracy")
 
 
 def result(config: str, task: str, correct: list[int], gflops: float = 1.0) -> dict:

@@ -3,20 +3,14 @@ in their answer get one choice, right for one of them, by letter and by option t
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "mc_letter_probe.py"
+from benchmark_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("mc_letter_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("mc_letter_probe")
 
 
 def test_the_hint_states_the_answer_before_the_options(probe):

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_vlm import build_tiny_vlm
 
 from vlbridge.batch import Collator
-from vlbridge.build import build_model
 from vlbridge.data.sample import Sample, Turn
 from vlbridge.errors import DataError
 from vlbridge.eval.choice_likelihood import choose_by_likelihood, option_log_likelihoods, option_samples
 from vlbridge.image_inputs import PixelImages
-from vlbridge.train.recipe import load_recipe
 
 CHOICES = ["red", "dark blue square", "top left corner of the image", "no"]
 
@@ -36,17 +35,8 @@ def question(image, answer_index: int = 1) -> Sample:
 
 @pytest.fixture(scope="module", params=["llava", "memvp", "memvp-t5"])
 def built(request, tiny_llama_dir, tiny_seq2seq_dirs, tiny_dinov2_dir):
-    torch.manual_seed(0)
     bridge, _, seq2seq = request.param.partition("-")
-    lm = tiny_seq2seq_dirs[seq2seq] if seq2seq else tiny_llama_dir
-    recipe = load_recipe(None, [f"model.language_model={lm}", f"model.vision_encoder={tiny_dinov2_dir}",
-                                "model.vision_layer=-1", f"model.bridge={bridge}"])
-    built = build_model(recipe.model)
-    with torch.no_grad():  # a non-trivial bridge (MemVP's p_v starts at zero)
-        for p in built.model.bridge.parameters():
-            p.add_(torch.randn_like(p) * 0.5)
-    built.model.eval()
-    return built
+    return build_tiny_vlm(tiny_seq2seq_dirs[seq2seq] if seq2seq else tiny_llama_dir, tiny_dinov2_dir, bridge)
 
 
 def answer_collator(built) -> Collator:
