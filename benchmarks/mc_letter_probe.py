@@ -32,22 +32,17 @@ def hinted(text: str, answer: str) -> str:
 
 def probe(lm, tokenizer, chat_format, samples) -> dict[str, float]:
     """Accuracy (%) of the letter and option-text choices, with and without the hint."""
-    from vlbridge.data.sample import Turn
+    from vlbridge.batch import Collator
+    from vlbridge.data.sample import Sample, Turn
     from vlbridge.eval.choice_likelihood import option_log_likelihoods
 
-    letter_ids = [tokenizer.convert_tokens_to_ids(letter) for letter in "ABCDEFGHIJ"]
-
-    class TextOnly:  # the LM as a model of text batches, for option_log_likelihoods
-        training = False
-
-        def __call__(self, batch, row_losses=False):
-            return lm(lm.embed(batch.input_ids), batch.attention_mask, batch.labels, row_losses=row_losses)
-
-    from vlbridge.batch import Collator
+    def text_only(batch, row_losses=False):  # the LM as a model of text batches, for option_log_likelihoods
+        return lm(lm.embed(batch.input_ids), batch.attention_mask, batch.labels, row_losses=row_losses)
 
     def no_images(samples):
         raise AssertionError("the probe is text only")
 
+    letter_ids = [tokenizer.convert_tokens_to_ids(letter) for letter in "ABCDEFGHIJ"]
     collator = Collator(tokenizer, chat_format, no_images, image_tokens=0)
     right = {"letter": 0, "letter_hint": 0, "text": 0, "text_hint": 0}
     for s in samples:
@@ -62,9 +57,9 @@ def probe(lm, tokenizer, chat_format, samples) -> dict[str, float]:
                 logits = lm.model.get_output_embeddings()(hidden)
             letter = int(logits[letter_ids[: len(choices)]].argmax())
             right["letter" + suffix] += letter == answer_index
-            text_sample = type(s)(s.id, (Turn("user", asked.replace(MC_INSTRUCTION, OPTION_TEXT_INSTRUCTION)),),
-                                  meta=s.meta)
-            scores = option_log_likelihoods(TextOnly(), collator, text_sample)
+            text_sample = Sample(s.id, (Turn("user", asked.replace(MC_INSTRUCTION, OPTION_TEXT_INSTRUCTION)),),
+                                 meta=s.meta)
+            scores = option_log_likelihoods(text_only, collator, text_sample)
             right["text" + suffix] += max(range(len(scores)), key=scores.__getitem__) == answer_index
     return {k: 100 * v / len(samples) for k, v in right.items()}
 

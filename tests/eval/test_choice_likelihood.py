@@ -10,7 +10,7 @@ from tiny_vlm import build_tiny_vlm
 
 from vlbridge.batch import Collator
 from vlbridge.data.sample import Sample, Turn
-from vlbridge.errors import DataError
+from vlbridge.errors import ConfigError, DataError
 from vlbridge.eval.choice_likelihood import choose_by_likelihood, option_log_likelihoods, option_samples
 from vlbridge.image_inputs import PixelImages
 
@@ -92,5 +92,5 @@ def test_option_likelihoods_need_an_answer_collator_and_a_known_reduction(built,
                        image_tokens=built.image_tokens, with_answer=False)
     with pytest.raises(ValueError, match="answer collator"):
         option_log_likelihoods(built.model, prompts, question(image))
-    with pytest.raises(Exception, match="unknown reduction 'max'"):
+    with pytest.raises(ConfigError, match="unknown reduction 'max'"):
         option_log_likelihoods(built.model, answer_collator(built), question(image), reduce="max")

@@ -146,6 +146,7 @@ class Seq2SeqLanguageModel(nn.Module):
                          decoder_input_ids=self.decoder_inputs(targets), use_cache=False,
                          output_hidden_states=output_hidden_states)
         keep = targets != IGNORE  # (B, T)
-        loss_sum = nn.functional.cross_entropy(out.logits[keep].float(), targets[keep], reduction="sum")
-        rows = row_loss(out.logits[keep], targets, keep) if row_losses else None
+        logits = out.logits[keep]  # (N, V)
+        loss_sum = nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
+        rows = row_loss(logits, targets, keep) if row_losses else None
         return LMOutput(loss_sum, keep.sum(), out.encoder_hidden_states, rows)
