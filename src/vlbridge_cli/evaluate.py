@@ -5,6 +5,7 @@
     vlbridge eval --run RUN --task caption --karpathy dataset_coco.json --split test --images COCO_ROOT/
     vlbridge eval --run RUN --task vqa --questions Q.json --annotations A.json --images val2014/
     vlbridge eval --run RUN --task multiple-choice --scienceqa ScienceQA/ --split test
+    vlbridge eval --run RUN --task multiple-choice --scienceqa ScienceQA/ --choose-by likelihood
     vlbridge eval --run RUN --task retrieval --karpathy dataset_coco.json --split test --images COCO_ROOT/
 
 The report (``--out``, default ``RUN/eval-<task>-<data>.json``) holds the scores, every prediction, the
@@ -26,13 +27,17 @@ HELP = ("Evaluate a run (or an untrained recipe) on captioning, VQA, multiple ch
 
 TASK_NAMES = ("caption", "vqa", "multiple-choice", "retrieval")  # = vlbridge.eval.tasks.TASKS (kept import-free)
 
+# how a multiple-choice option is chosen: generated and parsed, or the most likely option text (summed or mean
+# log-probability: vlbridge.eval.choice_likelihood.REDUCTIONS)
+CHOOSE_BY = ("generation", "likelihood", "likelihood-mean")
+
 # The data options each task reads; one given to a task that does not read it is an error, never ignored.
 TASK_OPTIONS: dict[str | None, tuple[str, ...]] = {
-    None: ("data", "images", "max_new_tokens"),
+    None: ("data", "images", "max_new_tokens", "choose_by"),
     "caption": ("coco", "karpathy", "split", "images", "prompt", "max_new_tokens"),
     "vqa": ("questions", "annotations", "images", "image_pattern", "vqa_version", "prompt", "max_new_tokens"),
     "multiple-choice": ("scienceqa", "split", "scienceqa_captions", "answer_convention", "prompt",
-                        "max_new_tokens"),
+                        "max_new_tokens", "choose_by"),
     "retrieval": ("coco", "karpathy", "split", "images"),
 }
 
@@ -73,6 +78,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--answer-convention", choices=["auto", "letter", "answer_is"],
                         help="multiple-choice: how answers are parsed: a bare letter, 'The answer is X', or auto "
                              "(letter, then 'The answer is'; default)")
+    parser.add_argument("--choose-by", choices=CHOOSE_BY,
+                        help="multiple choice (--task multiple-choice, and --data's mc samples): generation (default: "
+                             "generate, then parse the option's letter), likelihood (score each option's text as "
+                             "the answer, choose the most likely: summed log-probability) or likelihood-mean (per "
+                             "answer token)")
     parser.add_argument("--prompt", metavar="TEMPLATE",
                         help="replace the task's prompt template (fields in {braces}: vqa {question}; "
                              "multiple-choice {question} {context} {options}); recorded in the report")
@@ -105,6 +115,11 @@ def check_options(args) -> None:
         raise ConfigError(f"--limit must be >= 0, got {args.limit}")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.task == "multiple-choice" and args.choose_by not in (None, "generation"):
+        unread = [_flag(n) for n in ("answer_convention", "max_new_tokens") if getattr(args, n) is not None]
+        if unread:
+            raise ConfigError(f"{', '.join(unread)} {'is' if len(unread) == 1 else 'are'} not read with --choose-by "
+                              f"{args.choose_by} (nothing is generated)")
 
 
 def _need(args, *names: str) -> None:
@@ -199,6 +214,26 @@ def _answerer(built, recipe, settings):
     return answer
 
 
+def _chooser(built, recipe, choose_by: str):
+    """Multiple-choice samples -> the most likely option of each (``choose_by``: likelihood | likelihood-mean)."""
+    from tqdm import tqdm
+
+    from vlbridge.batch import Collator
+    from vlbridge.eval.choice_likelihood import choose_by_likelihood
+    from vlbridge.train.trainer import image_loader
+
+    reduce = "mean" if choose_by == "likelihood-mean" else "sum"
+    collator = Collator(built.tokenizer, built.chat_format, image_loader(built, recipe),
+                        image_tokens=built.image_tokens, max_length=recipe.data.max_length,
+                        truncation=recipe.data.truncation)
+
+    def choose(samples):
+        with tqdm(total=len(samples), desc="ranking options", unit="item", file=sys.stderr, disable=None) as bar:
+            return choose_by_likelihood(built.model, collator, samples, reduce, progress=bar.update)
+
+    return choose
+
+
 def _retrieve(built, recipe, samples):
     from vlbridge.eval.retrieval import (MAX_TEXT_TOKENS, evaluate_retrieval, find_embedder, text_tokenizer_for,
                                          tokenize_texts)
@@ -228,7 +263,8 @@ def summary(result) -> dict:
         headline = {k: s[k] for k in ("overall", "per_answer_type", "num_questions")}
         return headline | {"version": result.metric["version"]}
     if result.task == "multiple-choice":
-        return {"accuracy": s["accuracy_rounded"], "num_unparsed": s["num_unparsed"]}
+        return {"accuracy": s["accuracy_rounded"], "num_unparsed": s["num_unparsed"],
+                "chosen_by": result.metric["chosen_by"]}
     return s
 
 
@@ -247,8 +283,12 @@ def run(args) -> int:
     samples = list(samples[: args.limit] if args.limit else samples)
     built, recipe, model = load_model(args)
 
+    choose_by = args.choose_by or "generation"
+    choose = _chooser(built, recipe, choose_by) if choose_by != "generation" else None
     if args.task == "retrieval":
         result, generation = _retrieve(built, recipe, samples), None
+    elif args.task == "multiple-choice" and choose is not None:
+        result, generation = task.evaluate(None, samples, args.prompt, choose=choose, chosen_by=choose_by), None
     else:
         e = recipe.eval
         max_new_tokens = args.max_new_tokens or (task.max_new_tokens if task else e.max_new_tokens)
@@ -256,7 +296,7 @@ def run(args) -> int:
                                       recipe.train.seed)
         answer, generation = _answerer(built, recipe, settings), settings.to_dict()
         if task is None:
-            result = evaluate_llava_samples(answer, samples)
+            result = evaluate_llava_samples(answer, samples, choose=choose, chosen_by=choose_by)
         elif args.task == "vqa":
             result = task.evaluate(answer, samples, args.prompt, version=args.vqa_version or "current")
         elif args.task == "multiple-choice":
@@ -264,7 +304,7 @@ def run(args) -> int:
         else:
             result = task.evaluate(answer, samples, args.prompt)
 
-    stem = f"eval-{args.task}-{name}" if args.task else f"eval-{name}"
+    stem = (f"eval-{args.task}-{name}" if args.task else f"eval-{name}") + (f"-{choose_by}" if choose else "")
     out = Path(args.out or Path(args.run_dir or recipe.train.output_dir) / f"{stem}.json")
     report = build_report(result, data=data, model=model, generation=generation, limit=args.limit)
     results_file = write_report(report, result, out)

@@ -21,7 +21,7 @@ from vlbridge.eval import retrieval
 from vlbridge.eval.task_prompts import TASK_PROMPTS
 from vlbridge.image_inputs import PixelImages
 from vlbridge.metrics.caption import caption_scores
-from vlbridge.metrics.multiple_choice import mc_scores
+from vlbridge.metrics.multiple_choice import mc_accuracy, mc_scores
 from vlbridge.metrics.retrieval import recall_at_k
 from vlbridge.metrics.vqa import vqa_scores
 from vlbridge.train.recipe import load_recipe
@@ -109,6 +109,39 @@ def test_multiple_choice_on_scienceqa_with_a_custom_prompt(shapes, run_dir, tmp_
     expected = mc_scores({i["id"]: i["prediction"] for i in report["predictions"]}, truth)
     assert report["scores"]["accuracy"] == expected["accuracy"]
     assert report["scores"]["unparsed"] == expected["unparsed"]
+
+
+def test_multiple_choice_by_option_likelihood(shapes, run_dir, tmp_path, monkeypatch):
+    from vlbridge.eval import choice_likelihood
+
+    calls = []
+    real = choice_likelihood.choose_by_likelihood
+
+    def spy(model, collator, samples, reduce="sum", progress=None):
+        chosen = real(model, collator, samples, reduce, progress)
+        calls.append((samples, reduce, chosen))
+        return chosen
+
+    monkeypatch.setattr(choice_likelihood, "choose_by_likelihood", spy)
+    out = tmp_path / "mc-likelihood.json"
+    assert run_eval("--run", run_dir, "--task", "multiple-choice", "--scienceqa", shapes / "scienceqa",
+                    "--split", "train", "--limit", 5, "--choose-by", "likelihood-mean", "--out", out) == 0
+    report = read_report(out)
+    assert report["metric"]["chosen_by"] == "likelihood-mean" and report["generation"] is None
+    [(samples, reduce, chosen)] = calls
+    assert reduce == "mean" and len(samples) == 5 and samples[0].prompt_turns[-1].text.endswith("Response:")
+    truth = scienceqa_ground_truth(read_scienceqa(shapes / "scienceqa", "train")[:5])
+    assert [i["choice"] for i in report["predictions"]] == chosen
+    assert [i["prediction"] for i in report["predictions"]] == [s.meta["choices"][c] for s, c in zip(samples, chosen)]
+    assert report["scores"]["accuracy"] == mc_accuracy(dict(zip(truth, chosen)), truth)["accuracy"]
+    # a LLaVA JSON file: its mc samples by likelihood too, reported beside the generation report
+    assert run_eval("--run", run_dir, "--data", shapes / "train_mc.json", "--limit", 3, "--choose-by", "likelihood") == 0
+    report = read_report(run_dir / "eval-train_mc-likelihood.json")
+    samples, reduce, chosen = calls[-1]
+    assert reduce == "sum" and report["scores"]["mc"]["count"] == 3
+    assert [i["prediction"] for i in report["predictions"]] == [s.meta["choices"][c] for s, c in zip(samples, chosen)]
+    expected = 100 * sum(c == s.meta["answer_index"] for s, c in zip(samples, chosen)) / 3
+    assert report["scores"]["mc"]["accuracy"] == pytest.approx(expected)
 
 
 def test_llava_json_path_still_works_with_its_default_report(shapes, run_dir):
@@ -213,6 +246,10 @@ def test_retrieval_with_a_bridge_that_cannot_embed_says_which_can(shapes, run_di
       "--image-pattern", "shapes.png"], "must contain {image_id}"),
     (["--data", "{shapes}/train_short.json", "--split", "test"], "--split is not read by --data (no --task)"),
     (["--task", "multiple-choice", "--scienceqa", "{shapes}/scienceqa", "--split", "dev"], "unknown split 'dev'"),
+    (["--task", "multiple-choice", "--scienceqa", "{shapes}/scienceqa", "--choose-by", "likelihood",
+      "--answer-convention", "letter"], "--answer-convention is not read with --choose-by likelihood"),
+    (["--task", "vqa", "--questions", "q.json", "--annotations", "a.json", "--images", "x", "--choose-by",
+      "likelihood"], "--choose-by is not read by --task vqa"),
 ])
 def test_bad_input_is_a_clear_error(argv, message, shapes, recipe_file, capsys):
     argv = [a.format(shapes=shapes) if "{shapes}" in a else a for a in argv]

@@ -136,6 +136,53 @@ def test_multiple_choice_parses_both_conventions_with_scienceqa_breakdown(shapes
         evaluate_multiple_choice(never_called, [broken])
 
 
+def test_multiple_choice_by_a_choose_function_scores_the_options_it_picks(shapes):
+    samples = read_scienceqa(shapes / "scienceqa", "train")
+    picks = {s.id: (s.meta["answer_index"] if k % 3 else (s.meta["answer_index"] + 1) % len(s.meta["choices"]))
+             for k, s in enumerate(samples)}
+    asked = []
+
+    def choose(prompts):
+        asked.extend(prompts)
+        return [picks[p.id] for p in prompts]
+
+    result = evaluate_multiple_choice(None, samples, choose=choose, chosen_by="likelihood")
+    assert result.metric["chosen_by"] == "likelihood" and result.metric["convention"] is None
+    correct = sum(1 for k in range(len(samples)) if k % 3)
+    assert result.scores["accuracy"]["average"] == pytest.approx(100 * correct / len(samples))
+    assert result.scores["num_unparsed"] == 0
+    for s, item in zip(samples, result.predictions):
+        assert item["choice"] == picks[s.id] and item["prediction"] == s.meta["choices"][picks[s.id]]
+    # what is asked is the task's prompt (the options written out), with the options to rank in meta
+    assert [p.id for p in asked] == [s.id for s in samples]
+    assert "Options: (A)" in asked[0].prompt_turns[-1].text and asked[0].answer is None
+    with pytest.raises(ValueError, match="exactly one of answer"):
+        evaluate_multiple_choice(never_called, samples, choose=choose)
+    with pytest.raises(ValueError, match=r"chose 9, not an index into its \d options"):
+        evaluate_multiple_choice(None, samples[:2], choose=lambda ps: [9] * len(ps))
+    with pytest.raises(ValueError, match="2 prompts but 1 choices"):
+        evaluate_multiple_choice(None, samples[:2], choose=lambda ps: [0])
+
+
+def test_llava_file_mc_samples_by_a_choose_function_the_others_generated(shapes):
+    samples = [s for task in ("short", "mc") for s in read_llava_json(shapes / f"train_{task}.json")]
+    mc = [s for s in samples if s.meta["task"] == "mc"]
+
+    def answer(prompts):
+        assert all(p.meta["task"] == "short" for p in prompts)  # mc samples are not generated
+        return [p.answer for p in prompts]
+
+    first = lambda prompts: [0] * len(prompts)  # noqa: E731 (always the first option)
+    result = evaluate_llava_samples(answer, samples, choose=first, chosen_by="likelihood")
+    assert result.scores["short"]["exact_match"] == 100.0
+    expected = 100 * sum(s.meta["answer_index"] == 0 for s in mc) / len(mc)
+    assert result.scores["mc"] == {"accuracy": pytest.approx(expected), "unparsed": 0.0, "count": len(mc)}
+    assert "likelihood" in result.metric["mc"]
+    by_id = {item["id"]: item["prediction"] for item in result.predictions}
+    assert all(by_id[s.id] == s.meta["choices"][0] for s in mc)
+    assert [item["id"] for item in result.predictions] == [s.id for s in samples]
+
+
 def test_llava_file_scores_each_task_its_own_way(shapes):
     samples = [s for task in ("short", "mc", "caption") for s in read_llava_json(shapes / f"train_{task}.json")]
     result = evaluate_llava_samples(lambda ps: [p.answer for p in ps], samples)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vlbridge.errors import ConfigError, DataError
-from vlbridge.metrics.multiple_choice import MCQuestion, mc_scores, parse_choice
+from vlbridge.metrics.multiple_choice import MCQuestion, mc_accuracy, mc_scores, parse_choice
 
 
 @pytest.mark.parametrize("text, convention, expected", [
@@ -48,3 +48,15 @@ def test_empty_subset_is_none_and_ids_must_match():
         mc_scores({"2": "A"}, q)
     with pytest.raises(DataError, match="no predictions"):
         mc_scores({}, q)
+
+
+def test_chosen_indices_score_as_their_parsed_answers_would():
+    questions = {"1": MCQuestion(0, 2, "natural science", has_image=True), "2": MCQuestion(2, 3, "social science"),
+                 "3": MCQuestion(1, 2, "language science")}
+    by_index = mc_accuracy({"1": 0, "2": 1, "3": None}, questions)
+    by_text = mc_scores({"1": "A", "2": "B", "3": "?"}, questions)
+    assert by_index == {k: v for k, v in by_text.items() if k != "convention"}
+    with pytest.raises(DataError, match="question '2': option 3 chosen of 3"):
+        mc_accuracy({"1": 0, "2": 3, "3": 0}, questions)
+    with pytest.raises(DataError, match="1 without prediction"):
+        mc_accuracy({"1": 0, "2": 1}, questions)

@@ -2,7 +2,9 @@
 
 - ``short`` and ``mc``: :func:`vlbridge.eval.scoring.score_predictions` (exact match after the VQA
   answer normalisation, the official VQA soft accuracy when a sample has 10 answers; multiple-choice
-  accuracy with both answer conventions parsed) — the numbers training reports on its validation set;
+  accuracy with both answer conventions parsed) — the numbers training reports on its validation set; with a
+  ``choose`` function (``vlbridge eval --choose-by likelihood``) the ``mc`` samples' options are picked by it
+  instead of generating (their answer turn, such as an option's text, is ignored);
 - ``caption``: BLEU-1..4 and CIDEr-D over the file's caption samples (references in ``meta["answers"]``,
   else the sample's answer), keyed by sample id.
 """
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 
 from vlbridge.data.sample import Sample
 from vlbridge.errors import DataError
-from vlbridge.eval.result import Answer, TaskResult, answer_all, require_images, require_items
+from vlbridge.eval.result import Answer, Choose, TaskResult, answer_all, choose_all, require_images, require_items
 from vlbridge.eval.scoring import score_predictions
 from vlbridge.metrics.caption import caption_scores
 
@@ -25,8 +27,10 @@ def _references(s: Sample) -> list[str]:
     return list(s.meta.get("answers") or ([s.answer] if s.answer else []))
 
 
-def evaluate_llava_samples(answer: Answer, samples: Sequence[Sample]) -> TaskResult:
-    """Generate an answer to every sample's own prompt and score each task present in the file."""
+def evaluate_llava_samples(answer: Answer, samples: Sequence[Sample], choose: Choose | None = None,
+                           chosen_by: str = "generation") -> TaskResult:
+    """Generate an answer to every sample's own prompt (with ``choose``: every sample but the ``mc`` ones, whose
+    option ``choose`` picks; ``chosen_by`` names how, for the report) and score each task present in the file."""
     require_items(samples, "samples")
     by_task: dict[str, list[int]] = {}
     for i, s in enumerate(samples):
@@ -36,8 +40,23 @@ def evaluate_llava_samples(answer: Answer, samples: Sequence[Sample]) -> TaskRes
                             record=s.id, field="meta.task")
         by_task.setdefault(task, []).append(i)
     require_images([s for s in samples if s.image is not None])
-    predictions = answer_all(answer, list(samples))
+    by_choice = by_task.pop("mc", []) if choose is not None else []
+    generated = sorted(i for indices in by_task.values() for i in indices)
+    predictions: list[str] = [""] * len(samples)
+    for i, text in zip(generated, answer_all(answer, [samples[i] for i in generated]) if generated else []):
+        predictions[i] = text
     scores = {}
+    if by_choice:
+        picked = [samples[i] for i in by_choice]
+        for s in picked:
+            if s.meta.get("choices") is None or "answer_index" not in s.meta:
+                raise DataError("multiple choice needs choices and answer_index", file=s.source or None,
+                                record=s.id, field="meta")
+        options = choose_all(choose, picked)
+        for i, option in zip(by_choice, options):
+            predictions[i] = str(samples[i].meta["choices"][option])
+        right = [float(o == s.meta["answer_index"]) for s, o in zip(picked, options)]
+        scores["mc"] = {"accuracy": 100 * sum(right) / len(right), "unparsed": 0.0, "count": len(right)}
     for task, indices in by_task.items():
         chosen = [samples[i] for i in indices]
         if task == "caption":
@@ -58,7 +77,8 @@ def evaluate_llava_samples(answer: Answer, samples: Sequence[Sample]) -> TaskRes
         prompt=PER_SAMPLE_PROMPT,
         metric={"name": "per sample task",
                 "short": "exact match after VQA answer normalisation; official VQA accuracy with 10 answers",
-                "mc": "accuracy, bare letter or 'The answer is X' parsed",
+                "mc": ("accuracy, bare letter or 'The answer is X' parsed" if choose is None
+                       else f"accuracy, the option chosen by {chosen_by}"),
                 "caption": "COCO caption toolkit BLEU-1..4, CIDEr-D", "scale": "percent (caption: toolkit)"},
         scores=scores,
         predictions=items,

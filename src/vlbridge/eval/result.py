@@ -17,6 +17,11 @@ from vlbridge.errors import DataError
 Answer = Callable[[list[Sample]], list[str]]
 """prompt-only samples -> one generated text per sample, in order."""
 
+Choose = Callable[[list[Sample]], list[int]]
+"""multiple-choice samples (``meta["choices"]``; what is asked is their prompt, an answer turn is ignored) -> the
+index of the option chosen for each, in order
+(:func:`vlbridge.eval.choice_likelihood.choose_by_likelihood` ranks the options' likelihoods)."""
+
 OFFICIAL_FORMATS = ("caption", "vqa")
 """Official result formats a task may produce: COCO ``[{image_id, caption}]``, VQA ``[{question_id, answer}]``."""
 
@@ -75,3 +80,15 @@ def answer_all(answer: Answer, prompts: list[Sample]) -> list[str]:
     if bad:
         raise TypeError(f"answers must be strings, got {bad[0]}")
     return texts
+
+
+def choose_all(choose: Choose, prompts: list[Sample]) -> list[int]:
+    """``choose(prompts)``, checked to give one option index of each prompt's choices."""
+    chosen = list(choose(prompts))
+    if len(chosen) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(chosen)} choices")
+    for prompt, index in zip(prompts, chosen):
+        if not isinstance(index, int) or not 0 <= index < len(prompt.meta["choices"]):
+            raise ValueError(f"{prompt.id}: chose {index!r}, not an index into its {len(prompt.meta['choices'])} "
+                             "options")
+    return chosen

@@ -84,34 +84,41 @@ SUBSET_NAMES = ("NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12")
 
 def mc_scores(predictions: Mapping[Any, str], questions: Mapping[Any, MCQuestion], convention: str = "auto",
               source: object = None) -> dict[str, Any]:
-    """Accuracy (percent) overall and per ScienceQA subset, counts, and the unparsed question ids.
+    """Accuracy (percent) overall and per ScienceQA subset, counts, and the unparsed question ids, of
+    generated answers parsed with ``convention``.
 
     Every question needs a prediction (a missing one is an error naming the ids; ScienceQA's own
     script silently counts it wrong, which hides broken runs).
     """
-    if not predictions:
-        raise DataError("no predictions to score", file=source)
-    missing = [qid for qid in questions if qid not in predictions]
-    extra = [qid for qid in predictions if qid not in questions]
-    if missing or extra:
-        raise DataError(f"predictions and ground truth have different ids: {len(missing)} without prediction "
-                        f"(first: {missing[:5]}), {len(extra)} unknown (first: {extra[:5]})", file=source)
+    if convention not in PARSE_CONVENTIONS:
+        raise ConfigError(f"unknown answer convention {convention!r}; valid: {list(PARSE_CONVENTIONS)}")
+    _same_ids(predictions, questions, source)
+    chosen = {qid: parse_choice(predictions[qid], q.num_choices, convention) for qid, q in questions.items()}
+    return {**mc_accuracy(chosen, questions, source), "convention": convention}
+
+
+def mc_accuracy(chosen: Mapping[Any, int | None], questions: Mapping[Any, MCQuestion],
+                source: object = None) -> dict[str, Any]:
+    """:func:`mc_scores` of option indices chosen directly (None: no valid option, listed in ``unparsed``),
+    e.g. by ranking the options' likelihoods."""
+    _same_ids(chosen, questions, source)
     correct: dict[str, int] = {name: 0 for name in ("average", *SUBSET_NAMES)}
     total: dict[str, int] = dict.fromkeys(correct, 0)
     unparsed, per_question = [], {}
     for qid, question in questions.items():
-        chosen = parse_choice(predictions[qid], question.num_choices, convention)
-        if chosen is None:
+        choice = chosen[qid]
+        if choice is not None and not 0 <= choice < question.num_choices:
+            raise DataError(f"question {qid!r}: option {choice} chosen of {question.num_choices}", file=source)
+        if choice is None:
             unparsed.append(qid)
-        right = chosen == question.answer_index
-        per_question[qid] = {"prediction": chosen, "correct": right}
+        right = choice == question.answer_index
+        per_question[qid] = {"prediction": choice, "correct": right}
         for name in ("average", *_subsets(question)):
             total[name] += 1
             correct[name] += int(right)
     accuracy = {name: (100.0 * correct[name] / total[name] if total[name] else None) for name in correct}
     return {
         "metric": "multiple_choice_accuracy",
-        "convention": convention,
         "accuracy": accuracy,
         "accuracy_rounded": {k: (round(v, 2) if v is not None else None) for k, v in accuracy.items()},
         "correct": correct,
@@ -120,3 +127,13 @@ def mc_scores(predictions: Mapping[Any, str], questions: Mapping[Any, MCQuestion
         "num_unparsed": len(unparsed),
         "per_question": per_question,
     }
+
+
+def _same_ids(predictions: Mapping[Any, Any], questions: Mapping[Any, MCQuestion], source: object) -> None:
+    if not predictions:
+        raise DataError("no predictions to score", file=source)
+    missing = [qid for qid in questions if qid not in predictions]
+    extra = [qid for qid in predictions if qid not in questions]
+    if missing or extra:
+        raise DataError(f"predictions and ground truth have different ids: {len(missing)} without prediction "
+                        f"(first: {missing[:5]}), {len(extra)} unknown (first: {extra[:5]})", file=source)
