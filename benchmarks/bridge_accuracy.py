@@ -10,7 +10,7 @@ For each (configuration, task) it trains on ``train_{task}.json`` and scores the
 of ``test_{task}.json`` (short: exact match; mc: the parsed option letter) before and after training; the task
 ``sqa`` does the same with mc's questions in ScienceQA's layout (``data.format=scienceqa``, MemVP's QCM-A prompt,
 target ``The answer is X.``: the path of ``recipes/memvp/scienceqa.yaml``, with the frozen encoder); the task
-``mc-text`` asks mc's questions for the option's text (``{split}_mc-text.json``, written beside the export) and
+``mc-text`` asks mc's questions for the option's text (the export's ``{split}_mc-text.json``) and
 scores the option the model finds most likely (``vlbridge.eval.choice_likelihood``): the frozen SmolLM2-135M does
 not map answers to letters, even when told the answer (``benchmarks/mc_letter_probe.py``). It records
 trainable parameters, analytic LM forward GFLOPs per sample (``vlbridge.cost.sample_flops``, one answer token, the
@@ -120,35 +120,17 @@ def pick(names: str, valid: dict, what: str) -> list[str]:
 # --- one (configuration, task) ------------------------------------------------------------------
 def shapes_data(out: Path, n: int, seed: int, scienceqa: bool = False) -> Path:
     """The Shapes export (LLaVA JSON, and ScienceQA's layout when ``scienceqa``), made once per (n, seed);
-    exported again (the same bytes) when an earlier export lacks the ScienceQA layout."""
+    exported again (the same bytes) when an earlier export lacks the ScienceQA layout or the mc-text files."""
     from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
     from vlbridge.data.shapes_export import export_shapes
 
     folder = out / f"shapes_n{n}_seed{seed}"
-    manifest = folder / "manifest.json"
-    formats = json.loads(manifest.read_text())["formats"] if manifest.is_file() else []
-    if "llava" not in formats or (scienceqa and "scienceqa" not in formats):
+    manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").is_file() else {}
+    formats, llava_files = manifest.get("formats", []), manifest.get("files", {}).get("llava", {})
+    if "train_mc-text" not in llava_files or (scienceqa and "scienceqa" not in formats):
         export_shapes(generate_shapes(ShapesConfig(n=n, seed=seed)), folder,
                       ["llava", "scienceqa"] if scienceqa else ["llava"], workers=2)
     return folder
-
-
-def option_text_split(data: Path, split: str) -> Path:
-    """``{split}_mc-text.json``: the Shapes export's mc questions of ``split`` with the instruction to answer
-    with the option's text and that text as the answer (and only reference); written once."""
-    from vlbridge.data.llava_json import write_json_atomic
-    from vlbridge.data.prompts import MC_INSTRUCTION, OPTION_TEXT_INSTRUCTION
-
-    path = data / f"{split}_mc-text.json"
-    if not path.is_file():
-        records = json.loads((data / f"{split}_mc.json").read_text())
-        for record in records:
-            question, answer = record["conversations"]
-            choice = record["meta"]["choices"][record["meta"]["answer_index"]]
-            question["value"] = question["value"].replace(MC_INSTRUCTION, OPTION_TEXT_INSTRUCTION)
-            answer["value"], record["meta"]["answers"] = choice, [choice]
-        write_json_atomic(records, path)
-    return path
 
 
 def data_settings(task: str, data: Path) -> list[str]:
@@ -156,9 +138,6 @@ def data_settings(task: str, data: Path) -> list[str]:
     if task in SCIENCEQA_TASKS:
         root = data / "scienceqa"
         return ["data.format=scienceqa", f"data.train={root}", f"data.val={root}"]
-    if task in OPTION_TEXT_TASKS:
-        for split in ("train", "val"):
-            option_text_split(data, split)
     return [f"data.train={data / f'train_{task}.json'}", f"data.val={data / f'val_{task}.json'}",
             f"data.image_root={data}"]
 
@@ -171,8 +150,7 @@ def task_samples(task: str, data: Path, split: str) -> list:
         return list(read_scienceqa(data / "scienceqa", split))
     from vlbridge.data.llava_json import read_llava_json
 
-    path = option_text_split(data, split) if task in OPTION_TEXT_TASKS else data / f"{split}_{task}.json"
-    return list(read_llava_json(path, image_root=data))
+    return list(read_llava_json(data / f"{split}_{task}.json", image_root=data))
 
 
 def measure_task(task: str, built, images, samples: list, settings) -> tuple[dict, float, list[float]]:

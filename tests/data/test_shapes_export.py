@@ -11,6 +11,7 @@ import pytest
 from vlbridge.data.images import load_image
 from vlbridge.data.llava_json import read_llava_json
 from vlbridge.data import shapes_export
+from vlbridge.data.prompts import MC_INSTRUCTION, OPTION_TEXT_INSTRUCTION
 from vlbridge.data.shapes_dataset import SPLITS, TASKS, ShapesConfig, generate_shapes
 from vlbridge.data.shapes_export import FORMATS, export_shapes, parse_formats
 from vlbridge.errors import ConfigError, DataError
@@ -42,6 +43,20 @@ def test_llava_files_read_back_with_their_images(exported):
     assert image.size == (224, 224)
     files = manifest["files"]
     assert (out / files["image_dir"] / files["image_file_pattern"].format(image_id=7)).is_file()
+
+
+def test_mc_text_asks_the_mc_questions_for_the_options_text(exported):
+    out, data, manifest = exported
+    mc = data.samples("train", "mc", out / "images")
+    text = read_llava_json(out / manifest["files"]["llava"]["train_mc-text"])
+    assert [s.id for s in text] == [s.id for s in mc] and mc
+    for letter, option in zip(mc, text):
+        choice = letter.meta["choices"][letter.meta["answer_index"]]
+        assert option.answer == choice and option.meta["answers"] == [choice]
+        assert option.turns[0].text == letter.turns[0].text.replace(MC_INSTRUCTION, OPTION_TEXT_INSTRUCTION)
+        assert option.meta["task"] == "mc"  # scored as multiple choice
+        assert {k: v for k, v in option.meta.items() if k != "answers"} == \
+            {k: v for k, v in letter.meta.items() if k != "answers"}
 
 
 def test_manifest(exported):

@@ -197,6 +197,17 @@ def test_llava_file_scores_each_task_its_own_way(shapes):
         evaluate_llava_samples(never_called, [odd])
 
 
+def test_generated_mc_answers_may_name_the_option_by_its_text(shapes):
+    samples = read_llava_json(shapes / "train_mc-text.json")
+    right = [s.meta["choices"][s.meta["answer_index"]] for s in samples]
+    as_text = evaluate_llava_samples(lambda ps: [f" {r.upper()}." for r in right], samples)
+    assert as_text.scores["mc"]["accuracy"] == 100.0 and as_text.scores["mc"]["unparsed"] == 0.0
+    letters = evaluate_llava_samples(lambda ps: ["ABCDE"[s.meta["answer_index"]] for s in ps], samples)
+    assert letters.scores["mc"]["accuracy"] == 100.0
+    unknown = evaluate_llava_samples(lambda ps: ["a purple elephant"] * len(ps), samples)
+    assert unknown.scores["mc"] == {"accuracy": 0.0, "unparsed": 100.0, "count": len(samples)}
+
+
 def test_llava_file_with_a_missing_image_fails_before_generation(shapes, tmp_path):
     records = json.loads((shapes / "train_short.json").read_text())[:3]
     records[1]["image"] = "images/missing.png"

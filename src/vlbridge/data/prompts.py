@@ -31,8 +31,10 @@ def choice_letter(index: int) -> str:
     return LETTERS[index]
 
 
-def format_multiple_choice(question: str, choices: Sequence[str], context: str | None = None) -> str:
-    """Build the user text of a multiple-choice sample (without the image placeholder)."""
+def format_multiple_choice(question: str, choices: Sequence[str], context: str | None = None,
+                           instruction: str = MC_INSTRUCTION) -> str:
+    """Build the user text of a multiple-choice sample (without the image placeholder), ending with
+    ``instruction`` (the option's letter, or :data:`OPTION_TEXT_INSTRUCTION`)."""
     if not question.strip():
         raise DataError("multiple-choice question is empty")
     if not 2 <= len(choices) <= len(LETTERS):
@@ -41,5 +43,5 @@ def format_multiple_choice(question: str, choices: Sequence[str], context: str |
     lines = [f"Question: {question}"]
     if context and context.strip():
         lines.append(f"Context: {context}")
-    lines += [f"Options: {options}", MC_INSTRUCTION]
+    lines += [f"Options: {options}", instruction]
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vlbridge.data.prompts import choice_letter, format_multiple_choice
+from vlbridge.data.prompts import OPTION_TEXT_INSTRUCTION, choice_letter, format_multiple_choice
 from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
 from vlbridge.data.shapes import Scene, sample_scene
 from vlbridge.data.shapes_captions import references
@@ -30,7 +30,9 @@ GENERATOR_VERSION = 1
 """Bumped whenever the same seed would give different data."""
 
 SPLITS = ("train", "val", "test")
-TASKS = ("short", "mc", "caption")
+TASKS = ("short", "mc", "mc-text", "caption")
+"""mc-text: mc's questions answered with the option's text (for choosing by option likelihood,
+``vlbridge eval --choose-by likelihood``); its samples are scored as mc (``meta["task"] == "mc"``)."""
 CAPTION_PROMPT = "Describe the image briefly."
 VQA_ANSWERS_PER_QUESTION = 10  # VQAv2 has 10 human answers; the official accuracy needs them
 REDRAW_ATTEMPTS = 100
@@ -152,13 +154,17 @@ class ShapesDataset:
                 meta = {"task": "short", "answers": [q.answer] * VQA_ANSWERS_PER_QUESTION,
                         "question_type": q.question_type, "answer_type": q.answer_type, "local": q.local}
                 out.append(_sample(f"{item.scene.id}_q{k}", image, q.text, q.answer, meta))
-            for k, mc in enumerate(item.mc if task == "mc" else ()):
-                letter = choice_letter(mc.answer_index)
-                meta = {"task": "mc", "answers": [letter], "choices": list(mc.choices),
+            for k, mc in enumerate(item.mc if task in ("mc", "mc-text") else ()):
+                if task == "mc":
+                    answer = choice_letter(mc.answer_index)
+                    prompt = format_multiple_choice(mc.question.text, mc.choices)
+                else:
+                    answer = mc.choices[mc.answer_index]
+                    prompt = format_multiple_choice(mc.question.text, mc.choices, instruction=OPTION_TEXT_INSTRUCTION)
+                meta = {"task": "mc", "answers": [answer], "choices": list(mc.choices),
                         "answer_index": mc.answer_index, "question_type": mc.question.question_type,
                         "answer_type": "other", "local": mc.question.local}
-                prompt = format_multiple_choice(mc.question.text, mc.choices)
-                out.append(_sample(f"{item.scene.id}_mc{k}", image, prompt, letter, meta))
+                out.append(_sample(f"{item.scene.id}_mc{k}", image, prompt, answer, meta))
         return out
 
     def majority_baselines(self) -> dict[str, Any]:

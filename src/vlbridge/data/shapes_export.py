@@ -5,7 +5,7 @@ Layout of the output folder (paths also listed in ``manifest.json``)::
 
     manifest.json                       seed, config, counts, majority baselines, file list
     images/shapes_000000.png ...        one 224x224 PNG per scene (VQA/COCO image_id = the number)
-    {split}_{task}.json                 LLaVA JSON, task in short|mc|caption, images relative to here
+    {split}_{task}.json                 LLaVA JSON, task in short|mc|mc-text|caption, images relative to here
     coco/captions_{split}.json          COCO captions annotations ({"images", "annotations"})
     coco/dataset_coco.json              Karpathy split file (filepath "images", relative to here)
     vqav2/v2_OpenEnded_shapes_{split}_questions.json, vqav2/v2_shapes_{split}_annotations.json
@@ -120,12 +120,12 @@ def _prepare(out: Path) -> None:
 
 
 def _counts(dataset: ShapesDataset) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {"scenes": {}, "short": {}, "mc": {}, "caption": {}}
+    counts: dict[str, dict[str, int]] = {"scenes": {}, "short": {}, "mc": {}, "mc-text": {}, "caption": {}}
     for split in SPLITS:
         items = dataset.split(split)
         counts["scenes"][split] = len(items)
         counts["short"][split] = sum(len(i.short) for i in items)
-        counts["mc"][split] = sum(len(i.mc) for i in items)
+        counts["mc"][split] = counts["mc-text"][split] = sum(len(i.mc) for i in items)
         counts["caption"][split] = len(items)
     return counts
 

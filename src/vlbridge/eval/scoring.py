@@ -1,4 +1,9 @@
-"""Score generated answers against a sample's references, by the sample's task."""
+"""Score generated answers against a sample's references, by the sample's task.
+
+A multiple-choice answer (``meta["task"] == "mc"``) names its option by letter (``B``, ``The answer is B``:
+:func:`vlbridge.metrics.multiple_choice.parse_choice`) or, failing that, by the option's own text (the Shapes
+``mc-text`` split's answers), matched after the VQA answer normalisation.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,13 @@ def exact_match(prediction: str, answers: list[str]) -> float:
     return float(normalised(prediction) in {normalised(a) for a in answers})
 
 
+def option_by_text(prediction: str, choices: list[str]) -> int | None:
+    """The index of the one option whose text the prediction is (normalised), else None."""
+    said = normalised(prediction)
+    matches = [i for i, choice in enumerate(choices) if normalised(str(choice)) == said]
+    return matches[0] if len(matches) == 1 else None
+
+
 def _answers(sample: Sample) -> list[str]:
     answers = sample.meta.get("answers") or ([sample.answer] if sample.answer else [])
     if not answers:
@@ -35,6 +47,8 @@ def score_sample(sample: Sample, prediction: str) -> dict[str, float]:
             raise DataError("multiple choice needs choices and answer_index", file=sample.source or None,
                             record=sample.id, field="meta")
         chosen = parse_choice(prediction, len(choices))
+        if chosen is None:
+            chosen = option_by_text(prediction, choices)
         return {"accuracy": float(chosen == sample.meta["answer_index"]), "unparsed": float(chosen is None)}
     answers = _answers(sample)
     scores = {"exact_match": exact_match(prediction, answers)}
