@@ -135,7 +135,8 @@ def test_multiple_choice_by_option_likelihood(shapes, run_dir, tmp_path, monkeyp
     assert [i["prediction"] for i in report["predictions"]] == [s.meta["choices"][c] for s, c in zip(samples, chosen)]
     assert report["scores"]["accuracy"] == mc_accuracy(dict(zip(truth, chosen)), truth)["accuracy"]
     # a LLaVA JSON file: its mc samples by likelihood too, reported beside the generation report
-    assert run_eval("--run", run_dir, "--data", shapes / "train_mc.json", "--limit", 3, "--choose-by", "likelihood") == 0
+    assert run_eval("--run", run_dir, "--data", shapes / "train_mc.json", "--limit", 3,
+                    "--choose-by", "likelihood") == 0
     report = read_report(run_dir / "eval-train_mc-likelihood.json")
     samples, reduce, chosen = calls[-1]
     assert reduce == "sum" and report["scores"]["mc"]["count"] == 3

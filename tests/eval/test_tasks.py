@@ -172,7 +172,9 @@ def test_llava_file_mc_samples_by_a_choose_function_the_others_generated(shapes)
         assert all(p.meta["task"] == "short" for p in prompts)  # mc samples are not generated
         return [p.answer for p in prompts]
 
-    first = lambda prompts: [0] * len(prompts)  # noqa: E731 (always the first option)
+    def first(prompts):  # always the first option
+        return [0] * len(prompts)
+
     result = evaluate_llava_samples(answer, samples, choose=first, chosen_by="likelihood")
     assert result.scores["short"]["exact_match"] == 100.0
     expected = 100 * sum(s.meta["answer_index"] == 0 for s in mc) / len(mc)

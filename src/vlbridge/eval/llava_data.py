@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from vlbridge.data.sample import Sample
 from vlbridge.errors import DataError
 from vlbridge.eval.result import Answer, Choose, TaskResult, answer_all, choose_all, require_images, require_items
-from vlbridge.eval.scoring import score_predictions
+from vlbridge.eval.scoring import require_choices, score_predictions
 from vlbridge.metrics.caption import caption_scores
 
 SAMPLE_TASKS = ("short", "mc", "caption")
@@ -49,9 +49,7 @@ def evaluate_llava_samples(answer: Answer, samples: Sequence[Sample], choose: Ch
     if by_choice:
         picked = [samples[i] for i in by_choice]
         for s in picked:
-            if s.meta.get("choices") is None or "answer_index" not in s.meta:
-                raise DataError("multiple choice needs choices and answer_index", file=s.source or None,
-                                record=s.id, field="meta")
+            require_choices(s)
         options = choose_all(choose, picked)
         for i, option in zip(by_choice, options):
             predictions[i] = str(samples[i].meta["choices"][option])

@@ -25,6 +25,14 @@ def exact_match(prediction: str, answers: list[str]) -> float:
     return float(normalised(prediction) in {normalised(a) for a in answers})
 
 
+def require_choices(sample: Sample) -> list[str]:
+    """A multiple-choice sample's options (``meta["choices"]``, with ``meta["answer_index"]``), else an error."""
+    if sample.meta.get("choices") is None or "answer_index" not in sample.meta:
+        raise DataError("multiple choice needs choices and answer_index", file=sample.source or None,
+                        record=sample.id, field="meta")
+    return sample.meta["choices"]
+
+
 def option_by_text(prediction: str, choices: list[str]) -> int | None:
     """The index of the one option whose text the prediction is (normalised), else None."""
     said = normalised(prediction)
@@ -42,10 +50,7 @@ def _answers(sample: Sample) -> list[str]:
 def score_sample(sample: Sample, prediction: str) -> dict[str, float]:
     task = sample.meta.get("task", "short")
     if task == "mc":
-        choices = sample.meta.get("choices")
-        if choices is None or "answer_index" not in sample.meta:
-            raise DataError("multiple choice needs choices and answer_index", file=sample.source or None,
-                            record=sample.id, field="meta")
+        choices = require_choices(sample)
         chosen = parse_choice(prediction, len(choices))
         if chosen is None:
             chosen = option_by_text(prediction, choices)
