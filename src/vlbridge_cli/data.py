@@ -67,7 +67,7 @@ def run_shapes(args: argparse.Namespace) -> int:
     counts = manifest["counts"]
     print(f"Shapes dataset (seed {config.seed}) written to {args.out} in {seconds:.1f} s "
           f"({', '.join(formats)})")
-    for task in ("scenes", "short", "mc", "caption"):
+    for task in ("scenes", "short", "mc", "mc-text", "caption"):
         print(f"  {task:8s} " + "  ".join(f"{split} {counts[task][split]:6d}" for split in counts[task]))
     for split, baselines in manifest["majority_baselines"].items():
         print(f"  majority baseline {split:5s}: short {baselines['short']['per_type_majority_accuracy']:.3f}"
