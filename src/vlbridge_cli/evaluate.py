@@ -196,16 +196,20 @@ def load_model(args):
     return built, recipe, model_description(built, recipe, run=args.run_dir, recipe_file=args.recipe)
 
 
+def _collators(built, recipe):
+    """(with the answer, prompt only): the collators training builds from the recipe."""
+    from vlbridge.train.objectives import LanguageModeling
+    from vlbridge.train.trainer import image_loader
+
+    return LanguageModeling().collators(built, recipe, image_loader(built, recipe))
+
+
 def _answerer(built, recipe, settings):
     from tqdm import tqdm
 
-    from vlbridge.batch import Collator
     from vlbridge.eval.generate_answers import generate_answers
-    from vlbridge.train.trainer import image_loader
 
-    collator = Collator(built.tokenizer, built.chat_format, image_loader(built, recipe),
-                        image_tokens=built.image_tokens, max_length=recipe.data.max_length,
-                        truncation=recipe.data.truncation, with_answer=False)
+    _, collator = _collators(built, recipe)
 
     def answer(samples):
         with tqdm(total=len(samples), desc="generating", unit="item", file=sys.stderr, disable=None) as bar:
@@ -218,14 +222,10 @@ def _chooser(built, recipe, choose_by: str):
     """Multiple-choice samples -> the most likely option of each (``choose_by``: likelihood | likelihood-mean)."""
     from tqdm import tqdm
 
-    from vlbridge.batch import Collator
     from vlbridge.eval.choice_likelihood import choose_by_likelihood
-    from vlbridge.train.trainer import image_loader
 
     reduce = "mean" if choose_by == "likelihood-mean" else "sum"
-    collator = Collator(built.tokenizer, built.chat_format, image_loader(built, recipe),
-                        image_tokens=built.image_tokens, max_length=recipe.data.max_length,
-                        truncation=recipe.data.truncation)
+    collator, _ = _collators(built, recipe)
 
     def choose(samples):
         with tqdm(total=len(samples), desc="ranking options", unit="item", file=sys.stderr, disable=None) as bar:
