@@ -8,6 +8,7 @@ import torch
 from tiny_memvp import GRID, HAS_IMAGE, PROMPTS, VISION_DIM, make_batch, memvp_model, randomise_memory
 from torch.nn import functional as F
 
+from vlbridge.bridges.injections.dropout import keep_mask
 from vlbridge.bridges.injections.memory_space import MemorySpaceInjection
 from vlbridge.models.language_model import positions_from_mask
 
@@ -93,7 +94,8 @@ def test_hook_matches_hand_written_reference_on_a_llama_ffn(llama):
         torch.manual_seed(3)
         got_train = ffn(x)
     torch.manual_seed(3)
-    expected_train = plain + 0.1 * (F.dropout(F.silu(x @ keys.transpose(1, 2)), 0.1, True) @ values)
+    keep = keep_mask((3, 5, 12), 0.1)  # the same random stream as the hook's dropout
+    expected_train = plain + 0.1 * ((F.silu(x @ keys.transpose(1, 2)) * keep / (1 - 6554 / 2**16)) @ values)
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(got_train, expected_train)
     assert not torch.allclose(got_train, got)
