@@ -20,14 +20,6 @@ import torch
 from torch import Tensor
 
 
-class _GradientSums:
-    """The running sums of the layers' key and value gradients during one backward pass."""
-
-    def __init__(self):
-        self.keys: Tensor | None = None
-        self.values: Tensor | None = None
-
-
 def _accumulate(total: Tensor | None, first: Tensor, second: Tensor) -> Tensor:
     """total + first @ second, written into total (a new tensor for the first layer)."""
     if total is None:
@@ -39,7 +31,7 @@ class _Share(torch.autograd.Function):
     """Hands the layers views of K and V; its backward, run after every layer's, returns the sums."""
 
     @staticmethod
-    def forward(ctx, keys: Tensor, values: Tensor, sums: _GradientSums):
+    def forward(ctx, keys: Tensor, values: Tensor, sums: dict):
         ctx.sums = sums
         ctx.dtypes = keys.dtype, values.dtype
         ctx.set_materialize_grads(False)  # the layers return no gradient for the views
@@ -47,60 +39,46 @@ class _Share(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_keys: Tensor | None, grad_values: Tensor | None):
-        sums = ctx.sums
-        total_keys, total_values = sums.keys, sums.values
-        sums.keys = sums.values = None  # a second backward pass (retain_graph) sums afresh
+        totals = ctx.sums["keys"], ctx.sums["values"]
+        ctx.sums.update(keys=None, values=None)  # a second backward pass (retain_graph) sums afresh
 
         def combined(total, direct, dtype):
             parts = [part.to(dtype) for part in (total, direct) if part is not None]
             return None if not parts else parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
-        return combined(total_keys, grad_keys, ctx.dtypes[0]), combined(total_values, grad_values, ctx.dtypes[1]), None
+        return (combined(totals[0], grad_keys, ctx.dtypes[0]), combined(totals[1], grad_values, ctx.dtypes[1]),
+                None)
 
 
-class _Scores(torch.autograd.Function):
-    """S = x K^T (B, L, M); backward: dx = dS K, and dS^T x added into the key gradients' sum."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, keys: Tensor, sums: _GradientSums):
-        keys = keys.to(x.dtype)
-        ctx.save_for_backward(x, keys)
-        ctx.sums = sums
-        return torch.bmm(x, keys.transpose(1, 2))
+class _Product(torch.autograd.Function):
+    """``keys``: S = x K^T (B, L, M); ``values``: W V (B, L, d). The backward returns the gradient of the left
+    operand (dx = dS K, dW = G V^T) and adds the memory's term (dS^T x, W^T G) into that tensor's sum."""
 
     @staticmethod
-    def backward(ctx, grad_scores: Tensor):
-        x, keys = ctx.saved_tensors
+    def forward(ctx, left: Tensor, memory: Tensor, sums: dict, name: str):
+        memory = memory.to(left.dtype)
+        ctx.save_for_backward(left, memory)
+        ctx.sums, ctx.name = sums, name
+        return torch.bmm(left, memory.transpose(1, 2) if name == "keys" else memory)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        left, memory = ctx.saved_tensors
+        keys = ctx.name == "keys"
         if ctx.needs_input_grad[1]:
-            ctx.sums.keys = _accumulate(ctx.sums.keys, grad_scores.transpose(1, 2), x)
-        grad_x = torch.bmm(grad_scores, keys) if ctx.needs_input_grad[0] else None
-        return grad_x, None, None
-
-
-class _Read(torch.autograd.Function):
-    """W V (B, L, d); backward: dW = G V^T, and W^T G added into the value gradients' sum."""
-
-    @staticmethod
-    def forward(ctx, weights: Tensor, values: Tensor, sums: _GradientSums):
-        values = values.to(weights.dtype)
-        ctx.save_for_backward(weights, values)
-        ctx.sums = sums
-        return torch.bmm(weights, values)
-
-    @staticmethod
-    def backward(ctx, grad_read: Tensor):
-        weights, values = ctx.saved_tensors
-        if ctx.needs_input_grad[1]:
-            ctx.sums.values = _accumulate(ctx.sums.values, weights.transpose(1, 2), grad_read)
-        grad_weights = torch.bmm(grad_read, values.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        return grad_weights, None, None
+            term = (grad.transpose(1, 2), left) if keys else (left.transpose(1, 2), grad)
+            ctx.sums[ctx.name] = _accumulate(ctx.sums[ctx.name], *term)
+        grad_left = None
+        if ctx.needs_input_grad[0]:
+            grad_left = torch.bmm(grad, memory if keys else memory.transpose(1, 2))
+        return grad_left, None, None, None
 
 
 class SharedMemory:
     """One batch's keys and values (B, M, d), read by every memory layer."""
 
     def __init__(self, keys: Tensor, values: Tensor):
-        self._sums = _GradientSums()
+        self._sums: dict[str, Tensor | None] = {"keys": None, "values": None}  # during a backward pass
         self.keys, self.values = _Share.apply(keys, values, self._sums)
 
     @property
@@ -109,8 +87,8 @@ class SharedMemory:
 
     def scores(self, x: Tensor) -> Tensor:
         """(B, L, d) FFN input -> (B, L, M) x K^T."""
-        return _Scores.apply(x, self.keys, self._sums)
+        return _Product.apply(x, self.keys, self._sums, "keys")
 
     def read(self, weights: Tensor) -> Tensor:
         """(B, L, M) activations -> (B, L, d) W V."""
-        return _Read.apply(weights, self.values, self._sums)
+        return _Product.apply(weights, self.values, self._sums, "values")
