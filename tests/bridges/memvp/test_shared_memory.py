@@ -70,7 +70,7 @@ def test_direct_uses_of_the_keys_add_to_the_sums():
         torch.testing.assert_close(got, expected)
 
 
-def test_lower_precision_layers_return_gradients_in_the_memory_dtype():
+def test_layers_in_another_dtype_return_gradients_in_the_memory_dtype():
     keys, values, x = inputs(torch.float32)
     x64 = x.detach().double().requires_grad_(True)
     shared_loss(keys, values, x64).backward()
