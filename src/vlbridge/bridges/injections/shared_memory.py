@@ -5,8 +5,8 @@ section 1), so their gradients are sums over the layers: dK = sum_l dS_l^T x_l a
 with x_l the layer's FFN input, S_l = x_l K^T, W_l the activations after phi and dropout, and G_l the
 gradient of W_l V. Plain autograd computes each layer's term into a new tensor and then adds it to the
 running sum; here each layer's backward adds its term into one buffer with ``baddbmm`` (beta = 1). On 2 CPU
-threads, for the 135M LM's 30 layers at B = 8, L = 64, M = 320, that is ~30 ms instead of ~38 ms per
-tensor and step (BENCHMARKS.md). The products are plain ``bmm`` / ``baddbmm`` calls, so
+threads, for the 135M LM's 30 layers at B = 8, L = 64, M = 320, that is ~28 ms instead of ~38 ms per
+tensor and step (``benchmarks/memory_branch_speedups.py``, BENCHMARKS.md). The products are plain ``bmm`` / ``baddbmm`` calls, so
 ``torch.utils.flop_counter`` counts them as before::
 
     memory = SharedMemory(keys, values)    # once per batch, keys and values (B, M, d)
@@ -27,6 +27,14 @@ def _accumulate(total: Tensor | None, first: Tensor, second: Tensor) -> Tensor:
     return torch.baddbmm(total, first, second, out=total)
 
 
+def _with_direct(summed: Tensor | None, direct: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """The layers' sum (in the layers' dtype) cast to the memory's, plus any gradient of the views' other uses."""
+    if summed is None:
+        return direct
+    summed = summed.to(dtype)
+    return summed if direct is None else summed + direct
+
+
 class _Share(torch.autograd.Function):
     """Hands the layers views of K and V; its backward, run after every layer's, returns the sums."""
 
@@ -39,15 +47,10 @@ class _Share(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_keys: Tensor | None, grad_values: Tensor | None):
-        totals = ctx.sums["keys"], ctx.sums["values"]
+        summed = ctx.sums["keys"], ctx.sums["values"]
         ctx.sums.update(keys=None, values=None)  # a second backward pass (retain_graph) sums afresh
-
-        def combined(total, direct, dtype):
-            parts = [part.to(dtype) for part in (total, direct) if part is not None]
-            return None if not parts else parts[0] if len(parts) == 1 else parts[0] + parts[1]
-
-        return (combined(totals[0], grad_keys, ctx.dtypes[0]), combined(totals[1], grad_values, ctx.dtypes[1]),
-                None)
+        return (*(_with_direct(total, direct, dtype)
+                  for total, direct, dtype in zip(summed, (grad_keys, grad_values), ctx.dtypes)), None)
 
 
 class _Product(torch.autograd.Function):
