@@ -484,8 +484,10 @@ def main(argv=None) -> int:
         write_summary(args.out, command, settings)
         return 0
 
+    from vlbridge.allocator import keep_freed_memory
     from vlbridge.data.llava_json import write_json_atomic
 
+    keep_freed_memory()  # as the vlbridge command does
     started = time.perf_counter()
     data = shapes_data(args.out, args.scenes, args.data_seed, scienceqa=bool(SCIENCEQA_TASKS & set(tasks)))
     todo = [(c, t) for t in tasks for c in configs]  # task by task: each task's comparison completes early

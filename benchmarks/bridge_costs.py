@@ -14,8 +14,11 @@ side by side in one run:
   the step (Linux ``/proc/self/clear_refs`` resets the peak), for a training step and for generation.
 Visual features are random (B, n, d_v): cost does not depend on their content; the frozen vision encoder
 is left out (its features are cached in training). Times are the minimum over ``--repeats`` runs after a
-warm-up, interleaved across bridges so machine load hits them alike; median is recorded too. When other
-processes share the cores, use ``--threads 1``: OpenMP threads that wait for a busy core spin, and a
+warm-up, interleaved across bridges (in turns, so that no bridge always follows the same one) so machine
+load hits them alike; median is recorded too, and the training step's minor page faults. Timing runs
+keep freed memory for reuse, as the ``vlbridge`` command does (``vlbridge.allocator``; ``--default-malloc``
+times with glibc's adaptive thresholds instead, under which the LLaVA-style step page-faults its large
+activations back every step). When other processes share the cores, use ``--threads 1``: OpenMP threads that wait for a busy core spin, and a
 2-thread forward measured here went from 1.4 s to 8.5 s (1 thread: 1.5 s).
 
     python benchmarks/bridge_costs.py --out bridge_costs.json            # full grid, SmolLM2-135M
@@ -31,6 +34,7 @@ import json
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -40,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from vlbridge.allocator import keep_freed_memory
 from vlbridge.batch import Batch, ImageInputs
 from vlbridge.bridges.registry import build_bridge
 from vlbridge.flops import (LMShape, count_flops, input_space_flops, memory_space_flops, projector_flops,
@@ -127,14 +132,19 @@ def analytic_flops(kind: str, shape: LMShape, text: int, num_visual: int, answer
     return memory_space_flops(shape, text, slots, answer) + projector_flops(vision_dim, shape.width, num_visual, 128)
 
 
-def timed(fn, cpu: list | None = None) -> float:
+def timed(fn, cpu: list | None = None, faults: list | None = None) -> float:
     """Wall time of ``fn()``; its process CPU time (all threads) is appended to ``cpu`` when given
-    (less sensitive than wall time to other processes competing for the cores)."""
+    (less sensitive than wall time to other processes competing for the cores), its minor page faults
+    to ``faults``."""
+    start_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start, start_cpu = time.perf_counter(), time.process_time()
     fn()
+    elapsed = time.perf_counter() - start
     if cpu is not None:
         cpu.append(time.process_time() - start_cpu)
-    return time.perf_counter() - start
+    if faults is not None:
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start_faults)
+    return elapsed
 
 
 # --- memory (subprocess) ------------------------------------------------------------------------
@@ -228,12 +238,14 @@ def run(args) -> dict:
                 train_step(m, train[k], k)  # warm-up
             steps = {k: [] for k in group}
             steps_cpu = {k: [] for k in group}
+            steps_faults = {k: [] for k in group}
             latency = {k: [] for k in group}
             generation = {k: [] for k in group}
-            for _ in range(args.repeats):  # interleaved so that load on the machine hits all alike
-                for k in group:
+            for repeat in range(args.repeats):  # interleaved so that load on the machine hits all alike,
+                turn = repeat % len(group)  # in turn order so that no bridge always runs after the same one
+                for k in group[turn:] + group[:turn]:
                     models[k].train()
-                    steps[k].append(timed(lambda: train_step(models[k], train[k], k), steps_cpu[k]))
+                    steps[k].append(timed(lambda: train_step(models[k], train[k], k), steps_cpu[k], steps_faults[k]))
                     models[k].eval()
                     with torch.no_grad():
                         latency[k].append(timed(lambda: models[k].generate(prompt[k], max_new_tokens=1, pad_token_id=0)))
@@ -244,6 +256,7 @@ def run(args) -> dict:
                 rows[k].update({
                     "train_step_s": step, "train_step_s_median": statistics.median(steps[k]),
                     "train_step_cpu_s": min(steps_cpu[k]),
+                    "train_step_page_faults": statistics.median(steps_faults[k]),
                     "latency_s": lat, "latency_s_median": statistics.median(latency[k]),
                     "generate_s": gen, "generate_s_median": statistics.median(generation[k]),
                     "tokens_per_s": args.batch * args.new_tokens / gen,
@@ -315,18 +328,20 @@ def print_report(report: dict) -> None:
           f"batch {s['batch']}, {s['answer']} supervised tokens, {s['new_tokens']} new tokens, "
           f"{report['machine']['threads']} threads, MemVP slots {s['slots']}")
     header = (f"{'bridge':7}{'n':>5}{'L':>5}{'params':>10}{'GFLOP/s.':>10}{'measured':>10}{'step s':>9}"
-              f"{'1-tok s':>9}{'gen s':>8}{'tok/s':>8}{'dec tok/s':>10}{'train MB':>10}{'gen MB':>8}")
+              f"{'faults':>8}{'1-tok s':>9}{'gen s':>8}{'tok/s':>8}{'dec tok/s':>10}{'train MB':>10}{'gen MB':>8}")
     print(header)
     for r in report["results"]:
         mem = (f"{r['peak_train_mb']:>10.0f}{r['peak_generate_mb']:>8.0f}" if "peak_train_mb" in r else "")
         print(f"{r['bridge']:7}{r['n']:>5}{r['L']:>5}{r['trainable_parameters']:>10,}{r['flops_analytic'] / 1e9:>10.2f}"
-              f"{r['flops_measured'] / r['flops_analytic']:>10.4f}{r['train_step_s']:>9.2f}{r['latency_s']:>9.2f}"
+              f"{r['flops_measured'] / r['flops_analytic']:>10.4f}{r['train_step_s']:>9.2f}"
+              f"{r['train_step_page_faults']:>8.0f}{r['latency_s']:>9.2f}"
               f"{r['generate_s']:>8.2f}{r['tokens_per_s']:>8.1f}{r['decode_tokens_per_s']:>10.1f}{mem}")
+    print("\n(faults: the training step's minor page faults, median over repeats)")
     print("\nratios (analytic forward FLOPs; times are min over repeats)")
     for r in report["summary"]["ratios"]:
         print(f"n={r['n']:>3} L={r['L']:>3}: FLOPs llava/text {r['flops_llava_over_text']:.2f}x, "
               f"memvp/text {r['flops_memvp_over_text']:.3f}x | step llava/text {r['step_llava_over_text']:.2f}x, "
-              f"memvp/text {r['step_memvp_over_text']:.2f}x, llava/memvp {r['step_llava_over_memvp']:.2f}x "
+              f"memvp/text {r['step_memvp_over_text']:.3f}x, llava/memvp {r['step_llava_over_memvp']:.2f}x "
               f"(FLOPs {r['flops_llava_over_memvp']:.2f}x) | step CPU time memvp/text "
               f"{r['step_cpu_memvp_over_text']:.2f}x, llava/memvp {r['step_cpu_llava_over_memvp']:.2f}x | "
               f"1-token latency llava/memvp "
@@ -385,6 +400,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--quick", action="store_true", help="only n=256 and L=64 (the targets' configuration)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="time with glibc's adaptive malloc thresholds instead of keeping freed memory "
+                             "(vlbridge.allocator), to see what the page faults cost")
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--accuracy", help="JSON {bridge: accuracy} to plot against the FLOPs of --plot-at")
     parser.add_argument("--plot", default="accuracy_vs_flops.png", help="PNG for --accuracy")
@@ -404,6 +422,8 @@ def main(argv=None) -> int:
             parser.error("--plot-only needs --results and --accuracy")
         report = json.loads(Path(args.results).read_text())
     else:
+        if not args.default_malloc:
+            keep_freed_memory()  # as the vlbridge command does; the memory probe sets its own thresholds
         report = run(args)
         report["summary"] = summarise(report)
         print_report(report)

@@ -28,6 +28,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bridge_costs  # noqa: E402  (a sibling script: the same models, batches and training step)
 
+from vlbridge.allocator import keep_freed_memory  # noqa: E402
 from vlbridge.bridges.injections.dropout import dropout  # noqa: E402
 from vlbridge.flops import LMShape  # noqa: E402
 
@@ -104,6 +105,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the vlbridge command and bridge_costs.py do
 
     lm = bridge_costs.load_lm(args.lm)
     shape = LMShape.of(lm)

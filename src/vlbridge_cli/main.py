@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from vlbridge.allocator import keep_freed_memory
 from vlbridge.errors import VLBridgeError
 
 # name -> module (imported lazily so `vlbridge --help` stays fast and one broken optional
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # argparse rejects unknown options
+    keep_freed_memory()  # tensors freed in one training step are reused by the next, not page-faulted again
     try:
         return int(args.run(args) or 0)
     except VLBridgeError as error:
