@@ -16,13 +16,15 @@ Visual features are random (B, n, d_v): cost does not depend on their content; t
 is left out (its features are cached in training). Times are the minimum over ``--repeats`` runs after a
 warm-up, interleaved across bridges (in turns, so that no bridge always follows the same one) so machine
 load hits them alike; median is recorded too, and the training step's minor page faults. Timing runs
-keep freed memory for reuse, as the ``vlbridge`` command does (``vlbridge.allocator``; ``--default-malloc``
+keep freed memory for reuse, as the ``vlbridge`` command does (``vlbridge.allocator``); ``--default-malloc``
 times with glibc's adaptive thresholds instead, under which the LLaVA-style step page-faults its large
-activations back every step). When other processes share the cores, use ``--threads 1``: OpenMP threads that wait for a busy core spin, and a
-2-thread forward measured here went from 1.4 s to 8.5 s (1 thread: 1.5 s).
+activations back every step. When other processes share the cores, use ``--threads 1``: OpenMP threads
+that wait for a busy core spin, and a 2-thread forward measured here went from 1.4 s to 8.5 s (1 thread:
+1.5 s).
 
     python benchmarks/bridge_costs.py --out bridge_costs.json            # full grid, SmolLM2-135M
     python benchmarks/bridge_costs.py --quick --lm random                # n=256, L=64, random-init SmolLM2 shape
+    python benchmarks/bridge_costs.py --quick --bridges text memvp --repeats 15 --no-memory   # MemVP / text step
     python benchmarks/bridge_costs.py --plot-only --results bridge_costs.json --accuracy acc.json --plot acc.png
 """
 
@@ -289,7 +291,7 @@ def find(results, bridge, n, L):
     return next(r for r in results if (r["bridge"], r["n"], r["L"]) == (bridge, n, L))
 
 
-# (measure name, result field, numerator / denominator): larger means the numerator costs more
+# (measure, result field) compared as a / b for each pair (a, b) of PAIRS: above 1, a costs more
 RATIOS = (("flops", "flops_analytic"), ("step", "train_step_s"), ("step_cpu", "train_step_cpu_s"),
           ("latency", "latency_s"))
 PAIRS = (("llava", "text"), ("memvp", "text"), ("llava", "memvp"))
