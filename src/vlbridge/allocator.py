@@ -4,11 +4,11 @@ instead of being handed back to the operating system and page-faulted in again.
 PyTorch's CPU tensors come from the C library's ``malloc``. glibc returns a freed chunk above its mmap
 threshold to the kernel at once, and trims the heap's free top above its trim threshold; both thresholds
 move with the allocation history. A training step that allocates and frees the same multi-megabyte tensors
-every step can then page-fault them back every step: MemVP's (B, M, d) keys, values and their gradient sums
-(6 MB each at B = 8, M = 320, d = 576) cost 10-17 thousand page faults and 0.1-0.15 s of kernel time a
-step on the 135M LM, while the text-only step of the same LM had almost none (BENCHMARKS.md, "Bridge
-costs"). Alternative allocators (jemalloc, tcmalloc), which PyTorch's CPU tuning guide recommends, avoid
-this by caching freed memory; for glibc, two ``mallopt`` settings do the same:
+every step can then page-fault them back every step: the LLaVA-style step on the 135M LM with 256 visual
+tokens (batch 8) took 88-198 thousand page faults and 8.3-10.3 s a step, against 0-24 and 7.1-7.2 s with
+the settings below (``benchmarks/bridge_costs.py --default-malloc``, BENCHMARKS.md "Bridge costs").
+Alternative allocators (jemalloc, tcmalloc), which PyTorch's CPU tuning guide recommends, avoid this by
+caching freed memory; for glibc, two ``mallopt`` settings do the same:
 
 - ``M_MMAP_THRESHOLD`` fixed at 32 MiB (the highest value glibc's own adaptive threshold reaches on 64-bit
   systems), so chunks below it come from the heap and are reused;
