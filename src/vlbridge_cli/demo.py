@@ -105,7 +105,7 @@ def run(args) -> int:
     from vlbridge.eval.generate_answers import GenerationSettings
     from vlbridge.eval.scoring import majority_baseline
     from vlbridge.cost import sample_flops
-    from vlbridge.train.trainer import image_loader, train
+    from vlbridge.train.trainer import image_loader, seed_everything, train
 
     transformers_logging.disable_progress_bar()  # one bar per weight load would bury the demo's own output
     started = time.perf_counter()
@@ -123,6 +123,7 @@ def run(args) -> int:
     for i, bridge in enumerate(bridges):
         recipe = recipe_for(bridge, args, data, out / "runs")
         print(f"\n[2/4] bridge '{bridge}' ({i + 1}/{len(bridges)}): build, score untrained, train {args.steps} steps, score")
+        seed_everything(recipe.train.seed)  # the bridge's initial weights, whatever ran before in the process
         built = build_model(recipe.model)
         loader = image_loader(built, recipe)
         before, _ = measure(built, loader, test_set, settings)
