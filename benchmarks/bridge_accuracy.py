@@ -193,15 +193,12 @@ def signature(config: str, task: str, args) -> dict:
 
 
 def run_one(config: str, task: str, args, data: Path, command: str) -> dict:
-    import torch
-
-    from vlbridge.build import build_model
     from vlbridge.cost import sample_flops
     from vlbridge.eval.generate_answers import GenerationSettings
     from vlbridge.eval.scoring import majority_baseline, question_type_baseline
     from vlbridge.train.objectives import get_objective
     from vlbridge.train.recipe import load_recipe
-    from vlbridge.train.trainer import image_loader, train
+    from vlbridge.train.trainer import build_seeded, image_loader, train
 
     run = args.out / "runs" / f"{config}__{task}"
     recipe = load_recipe(None, recipe_settings(config, task, args, data, run))
@@ -211,8 +208,7 @@ def run_one(config: str, task: str, args, data: Path, command: str) -> dict:
     metric = TASKS[task]
     started = time.perf_counter()
 
-    torch.manual_seed(args.seed)  # the bridge's initial weights: the same seed for every configuration
-    built = build_model(recipe.model)
+    built = build_seeded(recipe)  # the bridge's initial weights from train.seed = --seed, for every configuration
     images = image_loader(built, recipe)
     _, prompts = get_objective("lm").collators(built, recipe, images)
     # the LM's text positions of a prompt (the image placeholder is not text): the same for every configuration

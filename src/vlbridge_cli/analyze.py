@@ -33,14 +33,14 @@ def add_arguments(parser) -> None:
 
 
 def _load(args):
-    from vlbridge.build import build_model
+    from vlbridge.train.trainer import build_seeded
     from vlbridge.train.checkpoint import load_run
     from vlbridge.train.recipe import load_recipe
 
     if args.run_dir:
         built, _ = load_run(args.run_dir)
     else:
-        built = build_model(load_recipe(args.recipe).model)
+        built = build_seeded(load_recipe(args.recipe))  # untrained: the recipe's seed draws the bridge
     built.model.eval()
     return built
 

@@ -98,14 +98,13 @@ def answer_photos(built, folder: Path, settings) -> list[dict]:
 def run(args) -> int:
     from transformers.utils import logging as transformers_logging
 
-    from vlbridge.build import build_model
     from vlbridge.data.llava_json import read_llava_json
     from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
     from vlbridge.data.shapes_export import export_shapes
     from vlbridge.eval.generate_answers import GenerationSettings
     from vlbridge.eval.scoring import majority_baseline
     from vlbridge.cost import sample_flops
-    from vlbridge.train.trainer import image_loader, seed_everything, train
+    from vlbridge.train.trainer import build_seeded, image_loader, train
 
     transformers_logging.disable_progress_bar()  # one bar per weight load would bury the demo's own output
     started = time.perf_counter()
@@ -123,8 +122,7 @@ def run(args) -> int:
     for i, bridge in enumerate(bridges):
         recipe = recipe_for(bridge, args, data, out / "runs")
         print(f"\n[2/4] bridge '{bridge}' ({i + 1}/{len(bridges)}): build, score untrained, train {args.steps} steps, score")
-        seed_everything(recipe.train.seed)  # the bridge's initial weights, whatever ran before in the process
-        built = build_model(recipe.model)
+        built = build_seeded(recipe)  # the same initial weights whatever ran before in the process
         loader = image_loader(built, recipe)
         before, _ = measure(built, loader, test_set, settings)
         result = train(recipe, built=built)

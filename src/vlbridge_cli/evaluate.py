@@ -179,7 +179,7 @@ def load_model(args):
     """(built, recipe, model record) of --run or --recipe."""
     import torch
 
-    from vlbridge.build import build_model
+    from vlbridge.train.trainer import build_seeded
     from vlbridge.eval.report import model_description
     from vlbridge.train.checkpoint import load_run
     from vlbridge.train.parameter_groups import apply_trainable
@@ -189,7 +189,7 @@ def load_model(args):
         built, recipe = load_run(args.run_dir, args.overrides)
     else:
         recipe = load_recipe(args.recipe, args.overrides)
-        built = build_model(recipe.model)
+        built = build_seeded(recipe)  # untrained: the recipe's seed draws the bridge
         apply_trainable(built.model, recipe.train.trainable)  # so the identity fingerprints what stays frozen
     if recipe.train.threads > 0:
         torch.set_num_threads(recipe.train.threads)

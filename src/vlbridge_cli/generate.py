@@ -22,7 +22,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from vlbridge.batch import Collator
-    from vlbridge.build import build_model
+    from vlbridge.train.trainer import build_seeded
     from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
     from vlbridge.eval.generate_answers import GenerationSettings, generate_answers
     from vlbridge.image_inputs import PixelImages
@@ -32,7 +32,7 @@ def run(args) -> int:
     if args.run_dir:
         built, _ = load_run(args.run_dir)
     else:
-        built = build_model(load_recipe(args.recipe).model)
+        built = build_seeded(load_recipe(args.recipe))  # untrained: the recipe's seed draws the bridge
     sample = Sample("cli", (Turn("user", f"{IMAGE_PLACEHOLDER}\n{args.prompt}"),), image=Path(args.image),
                     source="--image")
     collator = Collator(built.tokenizer, built.chat_format, PixelImages(built.model.vision_encoder.preprocess),

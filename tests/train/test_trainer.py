@@ -10,7 +10,7 @@ import torch
 from vlbridge.errors import ConfigError
 from vlbridge.train.checkpoint import load_run
 from vlbridge.train.recipe import load_recipe
-from vlbridge.train.trainer import train
+from vlbridge.train.trainer import build_seeded, train
 
 
 def tiny_recipe(tmp_path, shapes_dir, llm, vision, *extra):
@@ -61,3 +61,16 @@ def test_unknown_trainable_group_is_rejected(tmp_path, shapes_dir, tiny_llama_di
     recipe = tiny_recipe(tmp_path, shapes_dir, tiny_llama_dir, tiny_dinov2_dir, "train.trainable=[bridge, brigde]")
     with pytest.raises(ConfigError, match=r"unknown parameter group\(s\) \['brigde'\]; valid"):
         train(recipe, log=lambda *_: None)
+
+
+def test_a_recipe_builds_the_same_model_whatever_ran_before(tmp_path, shapes_dir, tiny_llama_dir, tiny_dinov2_dir):
+    """Untrained evaluation, the demo and the benchmarks build before training: the bridge's initial weights
+    come from the recipe's seed, not from the global generator's state."""
+    states = []
+    for prior in (1, 2):
+        torch.manual_seed(prior)
+        recipe = tiny_recipe(tmp_path, shapes_dir, tiny_llama_dir, tiny_dinov2_dir)
+        states.append(build_seeded(recipe).model.bridge.state_dict())
+    assert states[0].keys() == states[1].keys()
+    for name, tensor in states[0].items():
+        torch.testing.assert_close(states[1][name], tensor, rtol=0, atol=0, msg=name)

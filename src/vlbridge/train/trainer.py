@@ -96,6 +96,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def build_seeded(recipe: Recipe) -> Built:
+    """The recipe's model, its new weights (the bridge's) drawn from ``recipe.train.seed`` whatever the global
+    generators held before: one recipe builds one model, in any process and after any other work."""
+    seed_everything(recipe.train.seed)
+    return build_model(recipe.model)
+
+
 def _first_good_batch(bad: BadRecords, collator, samples, path: str):
     for sample in samples:
         batch = bad.keep_going(collator, [sample], "fallback")[0]
@@ -159,7 +166,7 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     metrics = MetricsLog(out, enabled=main, lines=state.metric_lines if state else [])
 
     # 1. model, and what trains
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed)  # also the data order's and dropout's
     built = built or build_model(recipe.model)
     model = built.model
     counts = objective.set_trainable(model, cfg.trainable, log)

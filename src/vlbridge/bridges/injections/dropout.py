@@ -3,9 +3,10 @@
 torch's dropout draws its mask with ``bernoulli_``, one call of the CPU generator per element: forward and
 backward take ~0.76 ms for MemVP's (8, 64, 320) memory activations on 2 threads, in each of 30 layers, about
 2 % of a training step of the 135M LM. Here each 64-bit draw gives four uniform 16-bit integers, each
-compared with round(p * 2^16): ~0.23 ms (``benchmarks/memory_branch_speedups.py``, BENCHMARKS.md). The drop probability is p rounded to a multiple of 2^-16
-(0.1 -> 0.100006), and kept elements are scaled by 1 / (1 - that probability), so the output's
-expectation is still the input, as with ``torch.nn.functional.dropout``.
+compared with round(p * 2^16): ~0.23 ms (``benchmarks/memory_branch_speedups.py``, BENCHMARKS.md). The drop
+probability is p rounded to a multiple of 2^-16 (0.1 -> 0.100006), and kept elements are scaled by
+1 / (1 - that probability), so the output's expectation is still the input, as with
+``torch.nn.functional.dropout``.
 """
 
 from __future__ import annotations

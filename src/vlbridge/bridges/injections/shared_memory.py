@@ -6,8 +6,8 @@ with x_l the layer's FFN input, S_l = x_l K^T, W_l the activations after phi and
 gradient of W_l V. Plain autograd computes each layer's term into a new tensor and then adds it to the
 running sum; here each layer's backward adds its term into one buffer with ``baddbmm`` (beta = 1). On 2 CPU
 threads, for the 135M LM's 30 layers at B = 8, L = 64, M = 320, that is ~28 ms instead of ~38 ms per
-tensor and step (``benchmarks/memory_branch_speedups.py``, BENCHMARKS.md). The products are plain ``bmm`` / ``baddbmm`` calls, so
-``torch.utils.flop_counter`` counts them as before::
+tensor and step (``benchmarks/memory_branch_speedups.py``, BENCHMARKS.md). The products are plain ``bmm`` /
+``baddbmm`` calls, so ``torch.utils.flop_counter`` counts them as before::
 
     memory = SharedMemory(keys, values)    # once per batch, keys and values (B, M, d)
     scores = memory.scores(x)              # (B, L, M) = x K^T
