@@ -47,6 +47,12 @@ def test_every_bridge_measured_and_counted_exactly(bench, tiny_llama_dir, tmp_pa
     assert r["flops_llava_over_memvp"] == (rows[("llava", 8, 6)]["flops_analytic"]
                                            / rows[("memvp", 8, 6)]["flops_analytic"])
     assert r["tokens_per_s_memvp_over_llava"] > 0
+    memvp_runs, text_runs = rows[("memvp", 8, 6)]["train_step_s_runs"], rows[("text", 0, 6)]["train_step_s_runs"]
+    assert len(memvp_runs) == len(text_runs) == 2 and min(memvp_runs) == rows[("memvp", 8, 6)]["train_step_s"]
+    assert r["step_paired_memvp_over_text"] == pytest.approx(
+        (memvp_runs[0] / text_runs[0] + memvp_runs[1] / text_runs[1]) / 2)  # the median of two
+    target = report["summary"]["targets"]
+    assert not any(name.startswith("memvp_step") for name in target)  # only at n = 256, L = 64
     assert report["summary"]["targets"]["measured_flops_within_3pct"] == {"worst_relative_difference": 0, "met": True}
 
 
@@ -63,15 +69,48 @@ def test_a_subset_of_bridges_with_peak_memory(bench, tiny_llama_dir, tmp_path, m
 
 
 def test_targets_at_the_papers_configuration(bench):
-    """The targets read the n = 256, L = 64 ratios: MemVP's step at most 1.15x text-only's, and the
-    LLaVA-style / MemVP step ratio at least 80 % of their FLOPs ratio."""
-    def row(bridge, n, flops, step):
+    """The targets read the n = 256, L = 64 ratios: MemVP's step at most 1.15x text-only's, by the ratio of
+    minima and by the median of side-by-side ratios alike, and the LLaVA-style / MemVP step ratio at least
+    80 % of their FLOPs ratio."""
+    def row(bridge, n, flops, runs):
+        step = min(runs)
         return {"bridge": bridge, "n": n, "L": 64, "flops_analytic": flops, "flops_measured": flops,
-                "train_step_s": step, "train_step_cpu_s": step, "latency_s": step / 2, "tokens_per_s": 10 / step}
+                "train_step_s": step, "train_step_s_runs": runs, "train_step_cpu_s": step, "latency_s": step / 2,
+                "tokens_per_s": 10 / step}
 
-    report = {"settings": {"text": [64], "visual": [256], "bridges": ["text", "llava", "memvp"]},
-              "results": [row("text", 0, 10.0, 1.0), row("llava", 256, 50.0, 3.0), row("memvp", 256, 11.0, 1.16)]}
-    targets = bench.summarise(report)["targets"]
-    assert targets["memvp_step_at_most_1.15x_text (n=256, L=64)"] == {"value": 1.16, "met": False}
-    llava = targets["llava_over_memvp_step_at_least_80pct_of_flops_ratio (n=256, L=64)"]
+    def targets(text_runs, memvp_runs):
+        report = {"settings": {"text": [64], "visual": [256], "bridges": ["text", "llava", "memvp"]},
+                  "results": [row("text", 0, 10.0, text_runs), row("llava", 256, 50.0, [3.0, 3.0, 3.0]),
+                              row("memvp", 256, 11.0, memvp_runs)]}
+        return bench.summarise(report)["targets"]
+
+    memvp = "memvp_step_at_most_1.15x_text (n=256, L=64)"
+    assert targets([1.0, 1.0, 1.0], [1.16, 1.16, 1.16])[memvp] == {"value": 1.16, "paired_median": 1.16, "met": False}
+    # the minima's ratio meets it, but side by side MemVP's steps took 1.2x: not met
+    slow_text = targets([1.0, 1.3, 1.3], [1.14, 1.56, 1.56])[memvp]
+    assert slow_text["value"] == 1.14 and slow_text["paired_median"] == pytest.approx(1.2) and not slow_text["met"]
+    assert targets([1.0, 1.2, 1.1], [1.1, 1.3, 1.2])[memvp]["met"]  # 1.1x and median(1.1, 1.083, 1.091)
+    llava = targets([1.0] * 3, [1.16] * 3)["llava_over_memvp_step_at_least_80pct_of_flops_ratio (n=256, L=64)"]
     assert llava["share"] == pytest.approx((3.0 / 1.16) / (50.0 / 11.0)) and llava["met"] is False
+
+
+def test_random_shapes_are_the_smollm2_family(bench, monkeypatch):
+    """--lm random* builds a random-init LLaMA of a named shape (its cost is the pretrained model's); the
+    shapes must be valid grouped-query configurations with the published widths."""
+    from transformers import LlamaConfig
+
+    widths = {}
+    for name, shape in bench.RANDOM_SHAPES.items():
+        config = LlamaConfig(**shape)
+        assert config.hidden_size % config.num_attention_heads == 0, name
+        assert config.num_attention_heads % config.num_key_value_heads == 0, name
+        widths[name] = (config.hidden_size, config.intermediate_size, config.num_hidden_layers)
+    assert widths == {"random": (576, 1536, 30), "random-360m": (960, 2560, 32), "random-1.7b": (2048, 8192, 24)}
+
+    tiny = dict(bench.SMOLLM2, vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2)
+    monkeypatch.setitem(bench.RANDOM_SHAPES, "random-tiny", tiny)
+    lm = bench.load_lm("random-tiny")
+    shape = bench.LMShape.of(lm)
+    assert (shape.width, shape.layers, shape.vocab) == (16, 2, 64)
+    assert lm.model.generation_config.eos_token_id is None  # generation always runs --new-tokens steps
