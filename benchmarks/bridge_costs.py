@@ -15,7 +15,9 @@ side by side in one run:
 Visual features are random (B, n, d_v): cost does not depend on their content; the frozen vision encoder
 is left out (its features are cached in training). Times are the minimum over ``--repeats`` runs after a
 warm-up, interleaved across bridges (in turns, so that no bridge always follows the same one) so machine
-load hits them alike; median is recorded too, and the training step's minor page faults. Timing runs
+load hits them alike; median is recorded too, and the training step's minor page faults. Each (n, L) group
+times the text-only LM again beside its bridges (one table row each), so that its ratios compare steps
+timed in the same minutes: this machine has slow periods lasting minutes. Timing runs
 keep freed memory for reuse, as the ``vlbridge`` command does (``vlbridge.allocator``); ``--default-malloc``
 times with glibc's adaptive thresholds instead, under which the LLaVA-style step page-faults its large
 activations back every step. When other processes share the cores, use ``--threads 1``: OpenMP threads
@@ -229,7 +231,7 @@ def run(args) -> dict:
     results = []
     for L in args.text:
         for n in args.visual:
-            group = [k for k in args.bridges if k != "text" or n == args.visual[0]]
+            group = list(args.bridges)  # text-only too, so that every ratio compares steps timed side by side
             models = {k: build(k, lm, args.vision_dim, args.slots) for k in group}
             train = {k: make_batch(k, args.batch, L, n, args.vision_dim, args.answer, vocab) for k in group}
             one = {k: make_batch(k, 1, L, n, args.vision_dim, args.answer, vocab) for k in group}
@@ -240,7 +242,7 @@ def run(args) -> dict:
                 m = models[k]
                 m.train()
                 rows[k] = {
-                    "bridge": k, "n": 0 if k == "text" else n, "L": L,
+                    "bridge": k, "n": 0 if k == "text" else n, "L": L, "group_n": n,  # timed beside the n-token rows
                     "slots": args.slots if k == "memvp" else 0,
                     "trainable_parameters": 0 if k == "text" else count_parameters(m.bridge, trainable_only=True),
                     "flops_analytic": analytic_flops(k, shape, L, n, args.answer, args.vision_dim, args.slots),
@@ -298,8 +300,8 @@ def run(args) -> dict:
 
 # --- report -------------------------------------------------------------------------------------
 def find(results, bridge, n, L):
-    n = 0 if bridge == "text" else n
-    return next(r for r in results if (r["bridge"], r["n"], r["L"]) == (bridge, n, L))
+    """``bridge``'s row timed in the (n, L) group (a text-only row has n = 0 and its group's n as ``group_n``)."""
+    return next(r for r in results if (r["bridge"], r.get("group_n", r["n"]), r["L"]) == (bridge, n, L))
 
 
 # (measure, result field) compared as a / b for each pair (a, b) of PAIRS: above 1, a costs more

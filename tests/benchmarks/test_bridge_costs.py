@@ -30,6 +30,10 @@ def test_every_bridge_measured_and_counted_exactly(bench, tiny_llama_dir, tmp_pa
     assert kept == [True]  # timed with freed memory kept, as the vlbridge command trains
     rows = {(r["bridge"], r["n"], r["L"]): r for r in report["results"]}
     assert set(rows) == {("text", 0, 6), ("llava", 4, 6), ("memvp", 4, 6), ("llava", 8, 6), ("memvp", 8, 6)}
+    # the text-only LM is timed again beside each n's bridges, and each n's ratios use its own text-only row
+    text_rows = {r["group_n"]: r for r in report["results"] if r["bridge"] == "text"}
+    assert sorted(text_rows) == [4, 8] and all(r["n"] == 0 for r in text_rows.values())
+    rows[("text", 0, 6)] = text_rows[8]
     for row in rows.values():
         assert row["flops_measured"] == row["flops_analytic"]  # the analytic formulas fit the LM's real shapes
         assert row["train_flops_measured"] > row["flops_measured"]  # forward + backward
@@ -74,7 +78,7 @@ def test_targets_at_the_papers_configuration(bench):
     80 % of their FLOPs ratio."""
     def row(bridge, n, flops, runs):
         step = min(runs)
-        return {"bridge": bridge, "n": n, "L": 64, "flops_analytic": flops, "flops_measured": flops,
+        return {"bridge": bridge, "n": n, "L": 64, "group_n": 256, "flops_analytic": flops, "flops_measured": flops,
                 "train_step_s": step, "train_step_s_runs": runs, "train_step_cpu_s": step, "latency_s": step / 2,
                 "tokens_per_s": 10 / step}
 
