@@ -17,7 +17,7 @@ is left out (its features are cached in training). Times are the minimum over ``
 warm-up, interleaved across bridges (in turns, so that no bridge always follows the same one) so machine
 load hits them alike; median is recorded too, and the training step's minor page faults. Each (n, L) group
 times the text-only LM again beside its bridges (one table row each), so that its ratios compare steps
-timed in the same minutes: this machine has slow periods lasting minutes. Timing runs
+timed in the same minutes: this machine has slow periods of seconds to minutes. Timing runs
 keep freed memory for reuse, as the ``vlbridge`` command does (``vlbridge.allocator``); ``--default-malloc``
 times with glibc's adaptive thresholds instead, under which the LLaVA-style step page-faults its large
 activations back every step. When other processes share the cores, use ``--threads 1``: OpenMP threads
@@ -312,7 +312,7 @@ PAIRS = (("llava", "text"), ("memvp", "text"), ("llava", "memvp"))
 
 def paired_step_ratio(a: dict, b: dict) -> float:
     """Median over repeats of a's step time / b's in the same repeat. Each repeat runs the bridges one after
-    the other, seconds apart, so a slow period of the machine (this VM has some, lasting seconds) slows both
+    the other, seconds apart, so a slow period of the machine (this VM has some, of seconds to minutes) slows both
     terms of a pair; the ratio of the minima pairs the fastest step of each, possibly from different periods."""
     return statistics.median(x / y for x, y in zip(a["train_step_s_runs"], b["train_step_s_runs"], strict=True))
 
