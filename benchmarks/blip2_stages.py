@@ -35,9 +35,11 @@ from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
 from vlbridge.data.shapes_export import export_shapes
 from vlbridge.eval.retrieval import MAX_TEXT_TOKENS, text_tokenizer_for, tokenize_texts
 from vlbridge.metrics.caption import caption_scores
-from vlbridge.train.objectives import get_objective, references
-from vlbridge.train.recipe import load_recipe
-from vlbridge.train.trainer import image_loader, train
+from vlbridge.bridges.qformer.objective import references
+from vlbridge.train.objectives import get_objective
+from vlbridge.recipe import load_recipe
+from vlbridge.runs import image_loader
+from vlbridge.train.trainer import train
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "blip2"
 
@@ -60,8 +62,8 @@ def chance_recall(num_images: int, captions_per_image: int, k: int) -> dict[str,
 
 @torch.no_grad()
 def retrieval_scores(built, recipe, val, rerank_k: int) -> dict:
-    """Recall@1/5/10 of `bridge.stage1` on the val images and all their captions: ITC, and ITC + ITM re-ranking."""
-    stage1 = built.model.bridge.stage1
+    """Recall@1/5/10 of `bridge.connector.stage1` on the val images and all their captions: ITC, and ITC + ITM re-ranking."""
+    stage1 = built.model.bridge.connector.stage1
     images = image_loader(built, recipe)
     features = torch.cat([images(val[i:i + 32]).grid for i in range(0, len(val), 32)])  # (N, n, d_v)
     texts, owner = [], []

@@ -197,8 +197,9 @@ def run_one(config: str, task: str, args, data: Path, command: str) -> dict:
     from vlbridge.eval.generate_answers import GenerationSettings
     from vlbridge.eval.scoring import majority_baseline, question_type_baseline
     from vlbridge.train.objectives import get_objective
-    from vlbridge.train.recipe import load_recipe
-    from vlbridge.train.trainer import build_seeded, image_loader, train
+    from vlbridge.recipe import load_recipe
+    from vlbridge.runs import build_seeded, image_loader
+    from vlbridge.train.trainer import train
 
     run = args.out / "runs" / f"{config}__{task}"
     recipe = load_recipe(None, recipe_settings(config, task, args, data, run))
@@ -214,7 +215,7 @@ def run_one(config: str, task: str, args, data: Path, command: str) -> dict:
     # the LM's text positions of a prompt (the image placeholder is not text): the same for every configuration
     encoded = [prompts.encode(s) for s in test_set]
     text_tokens = round(sum(len(e.input_ids) - e.has_image for e in encoded) / len(encoded))
-    flops = sample_flops(built, text_tokens)
+    flops = sample_flops(built.model, text_tokens)
     before, _, _ = measure_task(task, built, images, test_set, settings)
     result = train(recipe, built=built)
     after, seconds_per_sample, correct_after = measure_task(task, built, images, test_set, settings)
@@ -224,9 +225,9 @@ def run_one(config: str, task: str, args, data: Path, command: str) -> dict:
     row = {
         "config": config, "task": task, "metric": metric, "signature": signature(config, task, args),
         "command": command, "run": str(run), "bridge": recipe.model.bridge,
-        "bridge_options": recipe.model.bridge_options, "lr": recipe.train.lr,
+        "bridge_options": recipe.model.bridge_options, "spec": built.spec.to_dict(), "lr": recipe.train.lr,
         "trainable_parameters": result["report"]["parameters_trainable"],
-        "text_tokens": text_tokens, "sequence_length": flops["sequence_length"], "memory_slots": flops["memory_slots"],
+        "text_tokens": text_tokens, "sequence_length": flops["sequence_length"], "visual_tokens": flops["visual_tokens"],
         "lm_gflops_per_sample": flops["lm"] / 1e9, "connector_gflops_per_sample": flops["connector"] / 1e9,
         "text_only_lm_gflops_per_sample": flops["text_only_lm"] / 1e9,
         "train_wall_seconds": result["wall_seconds"],

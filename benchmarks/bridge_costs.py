@@ -51,7 +51,7 @@ import torch
 
 from vlbridge.allocator import keep_freed_memory
 from vlbridge.batch import Batch, ImageInputs
-from vlbridge.bridges.registry import build_bridge
+from vlbridge.bridges.registry import build_preset
 from vlbridge.flops import (LMShape, count_flops, input_space_flops, memory_space_flops, projector_flops,
                             text_only_flops)
 from vlbridge.models.language_model import LanguageModel, count_parameters
@@ -97,7 +97,7 @@ def load_lm(source: str) -> LanguageModel:
 def build(kind: str, lm: LanguageModel, vision_dim: int, slots: int) -> VisionLanguageModel:
     """text: the LM alone (a LLaVA model fed text-only batches never runs its bridge)."""
     name, options = ("memvp", {"num_slots": slots}) if kind == "memvp" else ("llava", {})
-    return VisionLanguageModel(lm, build_bridge(name, vision_dim, lm, options))
+    return VisionLanguageModel(lm, build_preset(name, vision_dim, lm, options))
 
 
 def release(model: VisionLanguageModel) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vlbridge.batch import Batch, ImageInputs
-from vlbridge.bridges.registry import build_bridge
+from vlbridge.bridges.registry import build_preset
 from vlbridge.flops import (LMShape, count_flops, input_space_flops, layer_flops, memory_space_flops,
                             paper_layer_flops, projector_flops, text_only_flops)
 from vlbridge.models.language_model import LanguageModel
@@ -47,7 +47,7 @@ def test_analytic_equals_measured(kind):
     logits = ANSWER  # the supervised positions (the target of position t is token t + 1)
     d = lm.hidden_size
 
-    text = VisionLanguageModel(lm, build_bridge("llava", VISION_DIM, lm))
+    text = VisionLanguageModel(lm, build_preset("llava", VISION_DIM, lm))
     assert count_flops(lambda: text(one_sample(image=False))) == text_only_flops(shape, TEXT, logits)
 
     measured = count_flops(lambda: text(one_sample(image=True)))
@@ -55,13 +55,13 @@ def test_analytic_equals_measured(kind):
     assert measured == input_space_flops(shape, TEXT, N_VISUAL, logits) + projector
 
     lm = tiny_lm(kind)  # a fresh LM for the memory hooks
-    memvp = VisionLanguageModel(lm, build_bridge("memvp", VISION_DIM, lm, {"num_slots": 16})).eval()
+    memvp = VisionLanguageModel(lm, build_preset("memvp", VISION_DIM, lm, {"num_slots": 16})).eval()
     measured = count_flops(lambda: memvp(one_sample(image=True)))
     projector = projector_flops(VISION_DIM, d, N_VISUAL, hidden=128)
     assert measured == memory_space_flops(shape, TEXT, 16, logits) + projector
 
     lm = tiny_lm(kind)
-    memvp = VisionLanguageModel(lm, build_bridge("memvp", VISION_DIM, lm, {"num_slots": 16, "layers": [1]})).eval()
+    memvp = VisionLanguageModel(lm, build_preset("memvp", VISION_DIM, lm, {"num_slots": 16, "layers": [1]})).eval()
     measured = count_flops(lambda: memvp(one_sample(image=True)))
     assert measured == memory_space_flops(shape, TEXT, 16, logits, memory_layers=1) + projector
 

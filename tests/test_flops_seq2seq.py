@@ -8,8 +8,7 @@ import torch
 from tiny_seq2seq import KINDS, tiny_seq2seq
 
 from vlbridge.batch import Batch, ImageInputs
-from vlbridge.bridges.registry import build_bridge
-from vlbridge.cost import lm_forward_flops
+from vlbridge.bridges.registry import build_preset
 from vlbridge.flops import LMShape, Seq2SeqShape, count_flops, projector_flops, seq2seq_flops
 from vlbridge.models.seq2seq_language_model import Seq2SeqLanguageModel
 from vlbridge.text.tokenize import IMAGE_TOKEN_ID
@@ -29,7 +28,7 @@ def one_sample(image: bool) -> Batch:
 
 def model(kind: str, bridge: str, **options) -> VisionLanguageModel:
     lm = Seq2SeqLanguageModel(tiny_seq2seq(kind))
-    return VisionLanguageModel(lm, build_bridge(bridge, VISION_DIM, lm, options)).eval()
+    return VisionLanguageModel(lm, build_preset(bridge, VISION_DIM, lm, options)).eval()
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -46,13 +45,15 @@ def test_analytic_equals_measured(kind):
     projector = projector_flops(VISION_DIM, d, N_VISUAL, hidden=128)
     measured = count_flops(lambda: memvp(one_sample(image=True)))
     assert measured == seq2seq_flops(shape, PROMPT, ANSWER, 16) + projector
-    assert measured == lm_forward_flops(memvp.language_model, memvp.bridge.injection, PROMPT, ANSWER) + projector
+    assert measured == memvp.bridge.injection.lm_flops(memvp.language_model, PROMPT, N_VISUAL, ANSWER) \
+        + memvp.bridge.connector.flops(N_VISUAL)
 
     memvp = model(kind, "memvp", num_slots=16, memory_in="decoder", layers=[1])
     measured = count_flops(lambda: memvp(one_sample(image=True)))
     assert measured == seq2seq_flops(shape, PROMPT, ANSWER, 16, encoder_memory_layers=0,
                                      decoder_memory_layers=1) + projector
-    assert measured == lm_forward_flops(memvp.language_model, memvp.bridge.injection, PROMPT, ANSWER) + projector
+    assert measured == memvp.bridge.injection.lm_flops(memvp.language_model, PROMPT, N_VISUAL, ANSWER) \
+        + memvp.bridge.connector.flops(N_VISUAL)
 
 
 def test_shapes_from_configs():

@@ -11,7 +11,7 @@ from vlbridge.build import build_model
 from vlbridge.data.sample import Sample, Turn
 from vlbridge.image_inputs import PixelImages
 from vlbridge.text.tokenize import IGNORE
-from vlbridge.train.recipe import load_recipe
+from vlbridge.recipe import load_recipe
 
 
 @pytest.fixture(scope="module")

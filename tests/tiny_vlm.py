@@ -9,7 +9,7 @@ def build_tiny_vlm(lm_dir, dinov2_dir, bridge: str):
     """A tiny LM and DINOv2 joined by ``bridge``, its bridge weights moved off their initial values (MemVP's
     p_v starts at zero, which would make the memory a no-op), in evaluation mode."""
     from vlbridge.build import build_model
-    from vlbridge.train.recipe import load_recipe
+    from vlbridge.recipe import load_recipe
 
     torch.manual_seed(0)
     recipe = load_recipe(None, [f"model.language_model={lm_dir}", f"model.vision_encoder={dinov2_dir}",

@@ -6,12 +6,15 @@ from dataclasses import dataclass, replace
 
 from torch import nn
 
-from vlbridge.bridges.registry import build_bridge
+from vlbridge.bridges.registry import build_bridge, resolve_spec
+from vlbridge.bridges.spec import BridgeSpec
 from vlbridge.models.language_model import LanguageModel
 from vlbridge.models.seq2seq_language_model import Seq2SeqLanguageModel
 from vlbridge.text.chat_format import ChatFormat, chat_format_for
-from vlbridge.train.recipe import ModelConfig
+from vlbridge.recipe import ModelConfig
 from vlbridge.vlm import VisionLanguageModel
+
+NO_ENCODER = "none"  # model.vision_encoder for encoder-free bridges: the connector reads pixels
 
 
 @dataclass
@@ -19,12 +22,12 @@ class Built:
     model: VisionLanguageModel
     tokenizer: object
     chat_format: ChatFormat
+    spec: BridgeSpec  # the connector and injection the bridge was built from
 
     @property
     def image_tokens(self) -> int:
         """Sequence positions one image takes in the LM (for length limits)."""
-        bridge = self.model.bridge
-        return bridge.injection.visual_sequence_length(bridge.num_visual_tokens(self.model.vision_encoder.num_tokens))
+        return self.model.image_positions
 
 
 def wrap_language_model(model: nn.Module) -> LanguageModel | Seq2SeqLanguageModel:
@@ -41,19 +44,28 @@ def add_lora(language_model: LanguageModel | Seq2SeqLanguageModel, config: Model
     inject_adapter_in_model(lora, language_model.model)
 
 
-def build_model(config: ModelConfig) -> Built:
+def build_front_end(config: ModelConfig):
+    """The frozen vision encoder the recipe names, or None for ``vision_encoder: none``."""
     from vlbridge.encoders import build_vision_encoder
+
+    if config.vision_encoder == NO_ENCODER:
+        return None
+    return build_vision_encoder(config.vision_encoder, layer=config.vision_layer, adapter_dim=config.vision_adapter_dim)
+
+
+def build_model(config: ModelConfig) -> Built:
     from vlbridge.weights import load_language_model
 
+    spec = resolve_spec(config)  # before any weights load: a typo should not cost a model load
     lm_module, tokenizer = load_language_model(config.language_model)
     language_model = wrap_language_model(lm_module)
     if config.lora_rank > 0:
         add_lora(language_model, config)
-    encoder = build_vision_encoder(config.vision_encoder, layer=config.vision_layer,
-                                   adapter_dim=config.vision_adapter_dim)
-    bridge = build_bridge(config.bridge, encoder.feature_dim, language_model, config.bridge_options)
+    encoder = build_front_end(config)
+    width, tokens = (encoder.feature_dim, encoder.num_tokens) if encoder is not None else (None, None)
+    bridge = build_bridge(spec, language_model, width, tokens)
     model = VisionLanguageModel(language_model, bridge, encoder)
     chat_format = chat_format_for(tokenizer, config.chat_format, config.system_prompt)
     if language_model.is_encoder_decoder:  # prompt -> encoder, answer -> decoder (vlbridge.text.seq2seq)
         chat_format = replace(chat_format, encoder_decoder=True)
-    return Built(model, tokenizer, chat_format)
+    return Built(model, tokenizer, chat_format, spec)

@@ -215,3 +215,23 @@ def count_flops(fn: Callable[[], object]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
+
+
+def gated_cross_attention_flops(width: int, text_tokens: int, num_visual: int, heads: int, head_dim: int,
+                                ff_mult: int) -> int:
+    """One Flamingo gated xattn-dense block (:mod:`vlbridge.bridges.injections.cross_attention`) on one
+    sample: ``text_tokens`` text positions T attend to ``num_visual`` visual vectors n of width d, H heads
+    of width h, an FF of width ``ff_mult``·d. Conventions as above (matrix products only; scores and
+    weighted values counted in full, masks do not halve them)::
+
+        q, o:     2·T·d·(H·h) each          k, v (one product of width 2·H·h):  2·n·d·(2·H·h)
+        scores and weighted values:  2·(2·T·n·H·h)          FF (two matrices):  2·(2·T·d·m·d)
+
+    The keys and values are computed once per sample (a generation reuses them at every step). With
+    ``num_visual`` = 0 (no image) only the FF runs: the injection skips the attention then."""
+    d, T, n, inner = width, text_tokens, num_visual, heads * head_dim
+    dense = 2 * (2 * T * d * ff_mult * d)
+    if n == 0:
+        return dense
+    attention = 2 * (2 * T * d * inner) + 2 * n * d * 2 * inner + 2 * (2 * T * n * inner)
+    return attention + dense

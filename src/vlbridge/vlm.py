@@ -1,4 +1,4 @@
-"""The assembled model: vision encoder (optional) + bridge + language model.
+"""The assembled model: visual front end (a vision encoder, or none) + bridge + language model.
 
 The language model is decoder-only (:class:`LanguageModel`) or encoder-decoder
 (:class:`vlbridge.models.seq2seq_language_model.Seq2SeqLanguageModel`): for the latter the injection
@@ -9,7 +9,10 @@ decoder's target.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from vlbridge.batch import Batch
@@ -20,8 +23,10 @@ from vlbridge.models.language_model import LanguageModel, LMOutput, positions_fr
 class VisionLanguageModel(nn.Module):
     """``forward`` gives the answer-token loss; ``generate`` answers a left-padded prompt batch.
 
-    The vision encoder may be None when batches carry precomputed features (frozen encoder + cache)
-    or when the bridge reads pixels itself (EVE).
+    The vision encoder is None when the bridge's connector reads pixels itself (encoder-free models); a
+    feature connector may also run without it on batches of precomputed features (frozen encoder + cache).
+    Preprocessing and the number of visual tokens belong to the front end and the connector:
+    :meth:`preprocess`, :attr:`num_connector_inputs`, :attr:`image_positions`.
     """
 
     def __init__(self, language_model: LanguageModel, bridge: Bridge, vision_encoder: nn.Module | None = None):
@@ -31,35 +36,75 @@ class VisionLanguageModel(nn.Module):
         self.vision_encoder = vision_encoder
         bridge.injection.attach(language_model)
 
+    # --- the front end ---------------------------------------------------------------------------
+    def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
+        """PIL images -> the pixel tensor the front end reads: the encoder's preprocessing, or the pixel
+        connector's own."""
+        if self.vision_encoder is not None:
+            return self.vision_encoder.preprocess(images)
+        return self.bridge.connector.preprocess(images)
+
+    @property
+    def num_connector_inputs(self) -> int:
+        """Vectors (encoder grid cells, or patches of the largest image) reaching the bridge per image."""
+        if self.vision_encoder is not None:
+            return self.vision_encoder.num_tokens
+        if self.bridge.consumes != "pixels":
+            raise ValueError("a feature connector without a vision encoder: its input count is unknown")
+        return self.bridge.connector.max_inputs
+
+    @property
+    def image_positions(self) -> int:
+        """Sequence positions one image takes in the LM at most (for length limits)."""
+        bridge = self.bridge
+        return bridge.injection.visual_sequence_length(bridge.num_visual_tokens(self.num_connector_inputs))
+
     def visual_vectors(self, batch: Batch) -> Tensor:
-        """(B, n', d) visual vectors; rows without an image are zeros (never read by input-space
-        injection; MemVP's indicator zeroes them as in its code)."""
+        """(B, n', d) visual vectors (:meth:`visual_tokens` without the counts)."""
+        return self.visual_tokens(batch)[0]
+
+    def visual_tokens(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """(B, n', d) visual vectors and each row's count of them (B,), or None when every image gives n';
+        rows without an image are zeros (never read by input-space injection; MemVP's indicator zeroes them
+        as in its code) with count 0."""
         images = batch.images
-        grid, pooled = images.grid, images.pooled
-        if grid is None and images.pixel_values is not None:
+        grid, pooled, pixels = images.grid, images.pooled, None
+        if self.bridge.consumes == "pixels":
+            pixels = images.pixel_values
+        elif grid is None and images.pixel_values is not None:
             if self.vision_encoder is None:
                 raise ValueError("the batch holds pixels but the model has no vision encoder")
             features = self.vision_encoder(images.pixel_values)
             grid, pooled = features.grid, features.pooled
         B = batch.input_ids.shape[0]
-        d = self.language_model.hidden_size
-        if grid is None:  # a text-only batch: no image anywhere
+        d = self.bridge.injection.input_width(self.language_model)
+        if grid is None and pixels is None:  # a text-only batch: no image anywhere
             n = self.bridge.injection.visual_sequence_length(0)
-            return self.language_model.embed(batch.input_ids[:, :0]).new_zeros(B, n, d)
-        visual = self.bridge(grid, pooled)  # (B_img, n', d)
+            return self.language_model.embed(batch.input_ids[:, :0]).new_zeros(B, n, d), None
+        visual, lengths = self.bridge(grid, pooled, pixels)  # (B_img, n', d), (B_img,) or None
         out = visual.new_zeros(B, visual.shape[1], d)
         out[batch.has_image] = visual
-        return out
+        if lengths is None:
+            return out, None
+        counts = lengths.new_zeros(B)
+        counts[batch.has_image] = lengths
+        return out, counts
 
     def forward(self, batch: Batch, output_hidden_states: bool = False, row_losses: bool = False) -> LMOutput:
-        visual = self.visual_vectors(batch)
+        """The answer-token loss; with ``output_hidden_states`` also the LM's hidden states (embedding output
+        first) and ``visual_positions`` (B, L') where the image's vectors sit in the sequence the LM saw
+        (input-space injection; all False for the others), for auxiliary losses on the image positions."""
+        visual, lengths = self.visual_tokens(batch)
         lm = self.language_model
         side = "right" if lm.is_encoder_decoder else batch.padding_side
         with self.bridge.injection.inject(lm, batch.input_ids, batch.attention_mask, visual,
-                                          batch.has_image, batch.labels, side) as inputs:
+                                          batch.has_image, batch.labels, side, lengths) as inputs:
             labels = batch.targets if lm.is_encoder_decoder else inputs.labels
-            return lm(inputs.inputs_embeds, inputs.attention_mask, labels, output_hidden_states=output_hidden_states,
-                      row_losses=row_losses)
+            out = lm(inputs.inputs_embeds, inputs.attention_mask, labels, output_hidden_states=output_hidden_states,
+                     row_losses=row_losses)
+        if output_hidden_states:
+            out.visual_positions = inputs.visual_positions
+        return out
 
     @torch.no_grad()
     def generate(self, batch: Batch, max_new_tokens: int = 32, do_sample: bool = False,
@@ -79,10 +124,10 @@ class VisionLanguageModel(nn.Module):
             raise ValueError("generation needs a left-padded batch (Collator(with_answer=False))")
         if seed is not None:
             torch.manual_seed(seed)
-        visual = self.visual_vectors(batch)
+        visual, lengths = self.visual_tokens(batch)
         model = self.language_model.model
         with self.bridge.injection.inject(self.language_model, batch.input_ids, batch.attention_mask, visual,
-                                          batch.has_image, None, "right" if seq2seq else "left") as inputs:
+                                          batch.has_image, None, "right" if seq2seq else "left", lengths) as inputs:
             # the encoder has no position ids to pass (T5: relative, BART: from 0 on the right-aligned input)
             positions = {} if seq2seq else {"position_ids": positions_from_mask(inputs.attention_mask)}
             out = model.generate(

@@ -33,14 +33,9 @@ def add_arguments(parser) -> None:
 
 
 def _load(args):
-    from vlbridge.train.trainer import build_seeded
-    from vlbridge.train.checkpoint import load_run
-    from vlbridge.train.recipe import load_recipe
+    from vlbridge.runs import load_model
 
-    if args.run_dir:
-        built, _ = load_run(args.run_dir)
-    else:
-        built = build_seeded(load_recipe(args.recipe))  # untrained: the recipe's seed draws the bridge
+    built, _ = load_model(args.run_dir, args.recipe)  # a recipe's untrained bridge is drawn from its seed
     built.model.eval()
     return built
 
@@ -49,16 +44,13 @@ def _prompt_batch(built, image_path: str, prompt: str):
     """The one-sample batch, and the columns of ``input_ids`` that hold the prompt's own tokens."""
     from pathlib import Path
 
-    from vlbridge.batch import Collator
     from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
-    from vlbridge.image_inputs import PixelImages
+    from vlbridge.runs import prompt_collator
     from vlbridge.text.tokenize import IMAGE_TOKEN_ID
 
     after = f"\n{prompt}"  # the user text after the placeholder, tokenized as one piece (encode_sample)
     sample = Sample("cli", (Turn("user", f"{IMAGE_PLACEHOLDER}{after}"),), image=Path(image_path), source="--image")
-    collator = Collator(built.tokenizer, built.chat_format, PixelImages(built.model.vision_encoder.preprocess),
-                        image_tokens=built.image_tokens, with_answer=False)
-    batch = collator([sample])
+    batch = prompt_collator(built)([sample])
     ids = batch.input_ids[0].tolist()
     piece = built.tokenizer.encode(after, add_special_tokens=False)
     start = ids.index(IMAGE_TOKEN_ID) + 1

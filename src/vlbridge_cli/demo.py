@@ -40,7 +40,7 @@ DEMO_SETTINGS = {
 
 
 def recipe_for(bridge: str, args, data: Path, out: Path):
-    from vlbridge.train.recipe import load_recipe
+    from vlbridge.recipe import load_recipe
 
     return load_recipe(None, [
         f"model.bridge={bridge}", *COMMON_SETTINGS, *DEMO_SETTINGS.get(bridge, []),
@@ -53,10 +53,10 @@ def recipe_for(bridge: str, args, data: Path, out: Path):
 
 def measure(built, loader, samples, settings):
     """Accuracy and seconds per sample of greedy answers."""
-    from vlbridge.batch import Collator
+    from vlbridge.runs import prompt_collator
     from vlbridge.train.trainer import evaluate
 
-    collator = Collator(built.tokenizer, built.chat_format, loader, image_tokens=built.image_tokens, with_answer=False)
+    collator = prompt_collator(built, images=loader)
     started = time.perf_counter()
     scores = evaluate(built, collator, samples, settings)
     return scores, (time.perf_counter() - started) / max(len(samples), 1)
@@ -78,10 +78,9 @@ def answer_photos(built, folder: Path, settings) -> list[dict]:
     import skimage.data
     from PIL import Image
 
-    from vlbridge.batch import Collator
     from vlbridge.data.sample import Sample, Turn
     from vlbridge.eval.generate_answers import generate_answers
-    from vlbridge.image_inputs import PixelImages
+    from vlbridge.runs import prompt_collator
 
     folder.mkdir(parents=True, exist_ok=True)
     samples = []
@@ -89,8 +88,7 @@ def answer_photos(built, folder: Path, settings) -> list[dict]:
         path = folder / f"{name}.png"
         Image.fromarray(getattr(skimage.data, name)()).save(path)
         samples.append(Sample(name, (Turn("user", f"<image>\n{question}"),), image=path))
-    collator = Collator(built.tokenizer, built.chat_format, PixelImages(built.model.vision_encoder.preprocess),
-                        image_tokens=built.image_tokens, with_answer=False)
+    collator = prompt_collator(built)
     answers = generate_answers(built.model, built.tokenizer, collator, samples, settings)
     return [{"photo": s.image.name, "question": q, "answer": a} for s, (_, q), a in zip(samples, PHOTO_QUESTIONS, answers)]
 
@@ -104,7 +102,8 @@ def run(args) -> int:
     from vlbridge.eval.generate_answers import GenerationSettings
     from vlbridge.eval.scoring import majority_baseline
     from vlbridge.cost import sample_flops
-    from vlbridge.train.trainer import build_seeded, image_loader, train
+    from vlbridge.runs import build_seeded, image_loader
+    from vlbridge.train.trainer import train
 
     transformers_logging.disable_progress_bar()  # one bar per weight load would bury the demo's own output
     started = time.perf_counter()
@@ -132,7 +131,7 @@ def run(args) -> int:
         rows.append({
             "bridge": bridge,
             "trainable_parameters": sum(v.numel() for v in built.model.trainable_state_dict().values()),
-            "lm_gflops_per_sample": sample_flops(built, text_tokens)["total"] / 1e9,
+            "lm_gflops_per_sample": sample_flops(built.model, text_tokens)["total"] / 1e9,
             "train_seconds_per_step": sum(h["step_seconds"] for h in steps) / len(steps),
             "inference_seconds_per_sample": seconds_per_sample,
             "accuracy_before": before["exact_match"], "accuracy_after": after["exact_match"],

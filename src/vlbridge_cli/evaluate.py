@@ -179,18 +179,10 @@ def load_model(args):
     """(built, recipe, model record) of --run or --recipe."""
     import torch
 
-    from vlbridge.train.trainer import build_seeded
     from vlbridge.eval.report import model_description
-    from vlbridge.train.checkpoint import load_run
-    from vlbridge.train.parameter_groups import apply_trainable
-    from vlbridge.train.recipe import load_recipe
+    from vlbridge.runs import load_model as load
 
-    if args.run_dir:
-        built, recipe = load_run(args.run_dir, args.overrides)
-    else:
-        recipe = load_recipe(args.recipe, args.overrides)
-        built = build_seeded(recipe)  # untrained: the recipe's seed draws the bridge
-        apply_trainable(built.model, recipe.train.trainable)  # so the identity fingerprints what stays frozen
+    built, recipe = load(args.run_dir, args.recipe, args.overrides)  # untrained from a recipe: its seed's bridge
     if recipe.train.threads > 0:
         torch.set_num_threads(recipe.train.threads)
     return built, recipe, model_description(built, recipe, run=args.run_dir, recipe_file=args.recipe)
@@ -198,10 +190,10 @@ def load_model(args):
 
 def _collators(built, recipe):
     """(with the answer, prompt only): the collators training builds from the recipe."""
-    from vlbridge.train.objectives import LanguageModeling
-    from vlbridge.train.trainer import image_loader
+    from vlbridge.runs import image_loader, prompt_collator
 
-    return LanguageModeling().collators(built, recipe, image_loader(built, recipe))
+    images = image_loader(built, recipe)
+    return prompt_collator(built, recipe, images, with_answer=True), prompt_collator(built, recipe, images)
 
 
 def _answerer(built, recipe, settings):
@@ -237,13 +229,13 @@ def _chooser(built, recipe, choose_by: str):
 def _retrieve(built, recipe, samples):
     from vlbridge.eval.retrieval import (MAX_TEXT_TOKENS, evaluate_retrieval, find_embedder, text_tokenizer_for,
                                          tokenize_texts)
-    from vlbridge.train.trainer import image_loader
+    from vlbridge.runs import image_loader
 
-    embedder = find_embedder(built.model.bridge, recipe.model.bridge)
-    tokenizer = text_tokenizer_for(recipe.model.bridge)
+    embedder = find_embedder(built.model.bridge, built.spec.pair)
+    tokenizer = text_tokenizer_for(built.spec.connector)
     encoder = built.model.vision_encoder
     if encoder is None:
-        raise ConfigError(f"bridge {recipe.model.bridge!r} has no vision encoder to give image features")
+        raise ConfigError(f"bridge {built.spec.pair!r} has no vision encoder to give image features")
     loader = image_loader(built, recipe)
 
     def features(chunk):  # (B, n, d_v) encoder grid, from the feature cache or the encoder
@@ -252,7 +244,7 @@ def _retrieve(built, recipe, samples):
 
     result = evaluate_retrieval(embedder, features, lambda texts: tokenize_texts(tokenizer, texts), samples,
                                 batch_size=recipe.eval.batch_size)
-    result.metric["text_tokenizer"] = {"bridge": recipe.model.bridge, "max_length": MAX_TEXT_TOKENS}
+    result.metric["text_tokenizer"] = {"connector": built.spec.connector, "max_length": MAX_TEXT_TOKENS}
     return result
 
 

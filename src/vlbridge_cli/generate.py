@@ -21,22 +21,14 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from vlbridge.batch import Collator
-    from vlbridge.train.trainer import build_seeded
     from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
     from vlbridge.eval.generate_answers import GenerationSettings, generate_answers
-    from vlbridge.image_inputs import PixelImages
-    from vlbridge.train.checkpoint import load_run
-    from vlbridge.train.recipe import load_recipe
+    from vlbridge.runs import load_model, prompt_collator
 
-    if args.run_dir:
-        built, _ = load_run(args.run_dir)
-    else:
-        built = build_seeded(load_recipe(args.recipe))  # untrained: the recipe's seed draws the bridge
+    built, _ = load_model(args.run_dir, args.recipe)  # a recipe's untrained bridge is drawn from its seed
     sample = Sample("cli", (Turn("user", f"{IMAGE_PLACEHOLDER}\n{args.prompt}"),), image=Path(args.image),
                     source="--image")
-    collator = Collator(built.tokenizer, built.chat_format, PixelImages(built.model.vision_encoder.preprocess),
-                        image_tokens=built.image_tokens, with_answer=False)
+    collator = prompt_collator(built)
     settings = GenerationSettings(args.max_new_tokens, 1, args.sample, args.temperature, args.top_p, args.seed)
     print(generate_answers(built.model, built.tokenizer, collator, [sample], settings)[0])
     return 0

@@ -16,16 +16,18 @@ def run(args) -> int:
     from vlbridge.build import build_model
     from vlbridge.cost import describe_sample_flops
     from vlbridge.train.parameter_groups import apply_trainable, format_counts
-    from vlbridge.train.recipe import load_recipe
+    from vlbridge.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     built = build_model(recipe.model)
     counts = apply_trainable(built.model, recipe.train.trainable)
     m = recipe.model
-    print(f"bridge {m.bridge} | vision encoder {m.vision_encoder} (layer {m.vision_layer}) | LM {m.language_model}")
+    print(f"bridge {m.bridge or '(no preset)'}: {built.spec.describe()}")
+    print(f"vision encoder {m.vision_encoder} (layer {m.vision_layer}) | LM {m.language_model}")
     for name, module in (("vision_encoder", built.model.vision_encoder), ("bridge.connector", built.model.bridge.connector),
                          ("bridge.injection", built.model.bridge.injection), ("language_model", built.model.language_model)):
-        print(f"  {name:<18}{sum(p.numel() for p in module.parameters()):>14,} parameters")
+        count = sum(p.numel() for p in module.parameters()) if module is not None else 0
+        print(f"  {name:<18}{count:>14,} parameters")
     print(format_counts(counts))
-    print(describe_sample_flops(built, args.text_tokens))
+    print(describe_sample_flops(built.model, args.text_tokens))
     return 0

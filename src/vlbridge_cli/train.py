@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from vlbridge.errors import ConfigError
-from vlbridge.train.recipe import load_recipe
+from vlbridge.recipe import load_recipe
 
 HELP = "Train a bridge with a YAML recipe (recipes/*.yaml); --set overrides any key; --resume continues a run."
 

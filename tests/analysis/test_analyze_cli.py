@@ -8,7 +8,7 @@ from PIL import Image
 
 from vlbridge.build import build_model
 from vlbridge.train.checkpoint import save_checkpoint
-from vlbridge.train.recipe import ModelConfig, Recipe
+from vlbridge.recipe import ModelConfig, Recipe
 from vlbridge_cli.main import main
 
 

@@ -113,13 +113,13 @@ def test_locate_and_distort_on_an_encoder_decoder_lm(kind):
     sys.path.insert(0, str(Path(__file__).parents[1]))
     from tiny_seq2seq import tiny_seq2seq
 
-    from vlbridge.bridges.registry import build_bridge
+    from vlbridge.bridges.registry import build_preset
     from vlbridge.models.seq2seq_language_model import Seq2SeqLanguageModel
     from vlbridge.vlm import VisionLanguageModel
 
     torch.manual_seed(0)
     lm = Seq2SeqLanguageModel(tiny_seq2seq(kind))
-    model = VisionLanguageModel(lm, build_bridge("memvp", 24, lm, {"num_slots": 12, "memory_in": "both",
+    model = VisionLanguageModel(lm, build_preset("memvp", 24, lm, {"num_slots": 12, "memory_in": "both",
                                                                   "lam": 1.0})).eval()
     randomise_memory(model)
     injection = model.bridge.injection
@@ -145,6 +145,6 @@ def test_locate_and_distort_on_an_encoder_decoder_lm(kind):
     assert torch.equal(result.distorted, model.generate(text_only, max_new_tokens=4, pad_token_id=0)[0])
 
     injection.detach()
-    decoder_only = VisionLanguageModel(lm, build_bridge("memvp", 24, lm, {"num_slots": 12, "memory_in": "decoder"}))
+    decoder_only = VisionLanguageModel(lm, build_preset("memvp", 24, lm, {"num_slots": 12, "memory_in": "decoder"}))
     with pytest.raises(ValueError, match="only in the decoder"):
         locate(decoder_only.eval(), batch, [4])

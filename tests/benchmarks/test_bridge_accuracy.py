@@ -84,7 +84,7 @@ def test_sqa_task_reads_the_mc_questions_in_scienceqa_layout(bench, tmp_path):
     """sqa trains and scores mc's questions through data.format=scienceqa: QCM-A prompts, "The answer is X."."""
     from argparse import Namespace
 
-    from vlbridge.train.recipe import load_recipe
+    from vlbridge.recipe import load_recipe
 
     data = bench.shapes_data(tmp_path, 12, 0, scienceqa=True)
     mc, sqa = bench.task_samples("mc", data, "test"), bench.task_samples("sqa", data, "test")
@@ -109,7 +109,7 @@ def test_mc_text_task_asks_mc_questions_for_the_options_text(bench, tmp_path):
     from argparse import Namespace
 
     from vlbridge.data.prompts import MC_INSTRUCTION, OPTION_TEXT_INSTRUCTION
-    from vlbridge.train.recipe import load_recipe
+    from vlbridge.recipe import load_recipe
 
     data = bench.shapes_data(tmp_path, 12, 0)
     for split in ("train", "test"):

@@ -10,7 +10,7 @@ from PIL import Image
 from vlbridge.build import build_model
 from vlbridge.train.checkpoint import save_checkpoint
 from vlbridge.train.parameter_groups import apply_trainable
-from vlbridge.train.recipe import load_recipe
+from vlbridge.recipe import load_recipe
 from vlbridge_cli.main import main
 
 

@@ -20,7 +20,7 @@ from vlbridge.eval.scoring import score_predictions
 from vlbridge.prompts.scienceqa import answer_text
 from vlbridge.text.chat_format import chat_format_for, plain_format
 from vlbridge.text.tokenize import IGNORE, IMAGE_TOKEN_ID, encode_sample
-from vlbridge.train.recipe import DataConfig, load_recipe
+from vlbridge.recipe import DataConfig, load_recipe
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 

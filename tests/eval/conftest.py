@@ -12,7 +12,7 @@ from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
 from vlbridge.data.shapes_export import export_shapes
 from vlbridge.train.checkpoint import save_checkpoint
 from vlbridge.train.parameter_groups import apply_trainable
-from vlbridge.train.recipe import load_recipe
+from vlbridge.recipe import load_recipe
 
 
 @pytest.fixture(scope="session")

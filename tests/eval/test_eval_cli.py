@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from transformers import AutoTokenizer
 
 from vlbridge.bridges import registry
+from vlbridge.bridges.connectors.mlp import MLPProjector
 from vlbridge.build import build_model
 from vlbridge.datasets.coco import coco_caption_references, read_karpathy_split
 from vlbridge.datasets.results import read_caption_results, read_vqa_results
@@ -24,7 +26,7 @@ from vlbridge.metrics.caption import caption_scores
 from vlbridge.metrics.multiple_choice import mc_accuracy, mc_scores
 from vlbridge.metrics.retrieval import recall_at_k
 from vlbridge.metrics.vqa import vqa_scores
-from vlbridge.train.recipe import load_recipe
+from vlbridge.recipe import load_recipe
 from vlbridge_cli.main import main
 
 REPORT_KEYS = {"task", "prompt", "metric", "scores", "generation", "data", "model", "limit", "versions",
@@ -153,7 +155,7 @@ def test_llava_json_path_still_works_with_its_default_report(shapes, run_dir):
     assert report["generation"]["max_new_tokens"] == 10  # the recipe's eval.max_new_tokens
 
 
-# --- retrieval: a bridge preset whose module can embed images and texts ---------------------------------
+# --- retrieval: a connector whose module can embed images and texts ---------------------------------
 
 @dataclass(frozen=True)
 class ProbeOptions:
@@ -178,16 +180,16 @@ class ProbeEmbedder(nn.Module):
         return nn.functional.normalize((self.words[text_ids] * mask).sum(1) / mask.sum(1), dim=-1)
 
 
-def build_probe(vision_dim, language_model, options: ProbeOptions):
-    bridge = registry.build_llava(vision_dim, language_model, registry.LlavaOptions())
-    bridge.retrieval = ProbeEmbedder(vision_dim, language_model.config.vocab_size, options.dim)
-    return bridge
+def build_probe(input_width, output_width, options: ProbeOptions, vocab: int):
+    connector = MLPProjector(input_width, output_width)
+    connector.retrieval = ProbeEmbedder(input_width, vocab, options.dim)
+    return connector
 
 
 @pytest.fixture
 def probe_bridge(monkeypatch, tiny_llama_dir):
-    monkeypatch.setitem(registry.BRIDGES, "probe", (ProbeOptions, build_probe))
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    monkeypatch.setitem(registry.CONNECTORS, "probe", (ProbeOptions, partial(build_probe, vocab=len(tokenizer))))
     monkeypatch.setitem(retrieval.TEXT_TOKENIZERS, "probe", lambda: tokenizer)
     return tokenizer
 
@@ -195,15 +197,16 @@ def probe_bridge(monkeypatch, tiny_llama_dir):
 def test_retrieval_scores_come_from_the_bridges_embeddings(shapes, recipe_file, probe_bridge, tmp_path):
     out = tmp_path / "retrieval.json"
     split_file = shapes / "coco" / "dataset_coco.json"
-    assert run_eval("--recipe", recipe_file, "--set", "model.bridge=probe", "--task", "retrieval", "--karpathy",
+    assert run_eval("--recipe", recipe_file, "--set", "model.connector=probe", "--task", "retrieval", "--karpathy",
                     split_file, "--split", "train", "--images", shapes, "--out", out) == 0
     report = read_report(out)
-    assert report["generation"] is None and report["prompt"] is None and report["model"]["bridge"] == "probe"
-    assert report["metric"]["text_tokenizer"] == {"bridge": "probe", "max_length": retrieval.MAX_TEXT_TOKENS}
+    assert report["generation"] is None and report["prompt"] is None
+    assert report["model"]["spec"]["connector"] == "probe"
+    assert report["metric"]["text_tokenizer"] == {"connector": "probe", "max_length": retrieval.MAX_TEXT_TOKENS}
     # recompute: the same embeddings, the metric function on their similarity matrix
     samples = read_karpathy_split(split_file, "train", image_root=shapes)
-    built = build_model(load_recipe(recipe_file, ["model.bridge=probe"]).model)
-    encoder, embedder = built.model.vision_encoder, built.model.bridge.retrieval
+    built = build_model(load_recipe(recipe_file, ["model.connector=probe"]).model)
+    encoder, embedder = built.model.vision_encoder, built.model.bridge.connector.retrieval
     texts = [t for s in samples for t in s.meta["answers"]]
     owners = [i for i, s in enumerate(samples) for _ in s.meta["answers"]]
     with torch.no_grad():
@@ -223,7 +226,7 @@ def test_retrieval_with_a_bridge_that_cannot_embed_says_which_can(shapes, run_di
     code = run_eval("--run", run_dir, "--task", "retrieval", "--coco", shapes / "coco" / "captions_train.json",
                     "--images", shapes / "images")
     assert code == 2
-    assert "bridge 'llava' cannot embed images and texts" in capsys.readouterr().err
+    assert "bridge 'mlp -> input_space' cannot embed images and texts" in capsys.readouterr().err
 
 
 # --- bad input: clear errors, before any model is built ----------------------------------------------------

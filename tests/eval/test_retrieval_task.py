@@ -98,12 +98,13 @@ def test_several_embeddings_per_image_score_by_their_best():
 
 def test_a_bridge_without_embeddings_is_a_clear_error():
     projector = nn.Sequential(nn.Linear(4, 4), nn.GELU())
-    with pytest.raises(ConfigError, match=r"bridge 'llava' cannot embed images and texts.*embed_images\(features\) "
-                                          r"and embed_texts\(text_ids, text_mask\): \['blip2'\]"):
-        find_embedder(projector, "llava")
+    with pytest.raises(ConfigError, match=r"bridge 'mlp -> input_space' cannot embed images and texts.*"
+                                          r"embed_images\(features\) and embed_texts\(text_ids, text_mask\): "
+                                          r"connectors \['qformer'\]"):
+        find_embedder(projector, "mlp -> input_space")
     holder = nn.Sequential(nn.Linear(4, 4), IndexEmbedder(3))
     assert find_embedder(holder, "custom") is holder[1]
-    with pytest.raises(ConfigError, match=r"no text tokenizer registered for bridge 'custom'"):
+    with pytest.raises(ConfigError, match=r"no text tokenizer registered for connector 'custom'"):
         text_tokenizer_for("custom")
 
 

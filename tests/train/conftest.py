@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from vlbridge.train.recipe import load_recipe
+from vlbridge.recipe import load_recipe
 
 
 @pytest.fixture(scope="session")

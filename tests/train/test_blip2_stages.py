@@ -14,17 +14,19 @@ from safetensors.torch import load_file
 from vlbridge.data.sample import Sample, Turn
 from vlbridge.errors import ConfigError, DataError
 from vlbridge.build import build_model
-from vlbridge.train.checkpoint import initialise_from, load_run
-from vlbridge.train.objectives import STAGE1_MAX_TEXT_TOKENS, CaptionCollator, get_objective
-from vlbridge.train.recipe import load_recipe
+from vlbridge.runs import load_run
+from vlbridge.train.checkpoint import initialise_from
+from vlbridge.bridges.qformer.objective import STAGE1_MAX_TEXT_TOKENS, CaptionCollator
+from vlbridge.train.objectives import get_objective
+from vlbridge.recipe import load_recipe
 from vlbridge.train.trainer import train
 from vlbridge_cli.main import main
 
 TINY_QFORMER = ("init: random, num_query_tokens: 4, embed_dim: 16, "
                 "sizes: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64}")
-STAGE1_HEADS = ("bridge.stage1.temp", "bridge.stage1.vision_projection.weight", "bridge.stage1.text_projection.weight",
-                "bridge.stage1.itm_head.weight", "bridge.stage1.lm_head.bias",
-                "bridge.stage1.lm_head.transform.dense.weight")
+STAGE1_HEADS = ("bridge.connector.stage1.temp", "bridge.connector.stage1.vision_projection.weight", "bridge.connector.stage1.text_projection.weight",
+                "bridge.connector.stage1.itm_head.weight", "bridge.connector.stage1.lm_head.bias",
+                "bridge.connector.stage1.lm_head.transform.dense.weight")
 QUIET = dict(log=lambda *_: None)
 
 
@@ -115,7 +117,7 @@ def test_stage1_resumes_exactly(tmp_path, recipe):
     expected = reference["built"].model.trainable_state_dict()
     got = resumed["built"].model.trainable_state_dict()
     assert set(got) == set(expected) and all(torch.equal(got[k], expected[k]) for k in got)
-    assert any(k.startswith("bridge.stage1.") for k in load_file(run / "checkpoint-2" / "trained.safetensors"))
+    assert any(k.startswith("bridge.connector.stage1.") for k in load_file(run / "checkpoint-2" / "trained.safetensors"))
 
 
 def test_stage2_init_from_loads_exactly_the_stage1_qformer(tmp_path, recipe, stage1_run):

@@ -14,7 +14,8 @@ import torch
 from vlbridge.build import build_model
 from vlbridge.errors import ConfigError
 from vlbridge.train import checkpoint
-from vlbridge.train.checkpoint import load_run, save_checkpoint
+from vlbridge.runs import load_run
+from vlbridge.train.checkpoint import save_checkpoint
 from vlbridge.train.parameter_groups import apply_trainable
 
 
@@ -81,7 +82,8 @@ MISMATCHES = [
      r".*\(architecture gpt2, width 64"),
     ("model.vision_layer=-2", r"vision encoder: differs in \['layer'\]"),
     ("model.bridge_options={{hidden: 32}}",
-     r"bridge: the checkpoint has 'llava' with options \{\}, this model 'llava' with options \{'hidden': 32\}"
+     r"bridge: the checkpoint has 'llava' \(mlp -> input_space; connector \{'hidden': None.*\), this model 'llava' "
+     r"\(mlp -> input_space; connector \{'hidden': 32"
      r"(.|\n)*shape \(checkpoint vs model\) \['bridge.connector"),
     ("model.bridge=memvp",
      r"bridge: the checkpoint has 'llava'(.|\n)*trained tensors: missing \['bridge.injection.p_k', 'bridge.injection.p_v'\]"),

@@ -9,11 +9,11 @@ import json
 import pytest
 import torch
 
-from vlbridge.batch import Collator, ImageInputs
+from vlbridge.batch import ImageInputs
 from vlbridge.build import build_model
 from vlbridge.data.llava_json import read_llava_json
 from vlbridge.flops import LMShape, count_flops
-from vlbridge.image_inputs import PixelImages
+from vlbridge.runs import prompt_collator
 from vlbridge.train.parameter_groups import apply_trainable
 from vlbridge.train.report import activation_bytes, start_report
 from vlbridge.train.trainer import train
@@ -45,8 +45,7 @@ def test_flops_and_activation_memory_match_what_torch_measures(make_recipe, shap
     built = build_model(recipe.model)
     counts = apply_trainable(built.model, recipe.train.trainable)
     samples = read_llava_json(shapes_dir / "train_short.json", image_root=shapes_dir)
-    collator = Collator(built.tokenizer, built.chat_format, PixelImages(built.model.vision_encoder.preprocess),
-                        image_tokens=built.image_tokens)
+    collator = prompt_collator(built, with_answer=True)
     built.model.train()
 
     # FLOPs: one sample (no padding), forward and backward, encoder run on pixels
@@ -61,12 +60,10 @@ def test_flops_and_activation_memory_match_what_torch_measures(make_recipe, shap
     with torch.no_grad():
         features = built.model.vision_encoder(batch.images.pixel_values)
     batch = dataclasses.replace(batch, images=ImageInputs(grid=features.grid, pooled=features.pooled))
-    injection = built.model.bridge.injection
-    memory = bridge == "memvp"
-    estimate = activation_bytes(
-        LMShape.of(built.model.language_model), batch.input_ids.numel() + 4 * (built.image_tokens - 1),
-        batch.num_supervised, weights_train="lm" in trainable, memory_slots=injection.num_slots if memory else 0,
-        memory_layers=len(injection.layers) if memory else 0, memory_rows=4 if memory else 0)
+    lm, injection = built.model.language_model, built.model.bridge.injection
+    tokens = batch.input_ids.numel() + 4 * (built.image_tokens - 1)
+    estimate = activation_bytes(LMShape.of(lm), tokens, batch.num_supervised, weights_train="lm" in trainable) \
+        + injection.activation_bytes(lm, tokens, built.model.bridge.num_visual_tokens(16), 4)
     assert estimate == pytest.approx(saved_tensor_bytes(built.model, batch), rel=0.15)
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vlbridge.bridges.registry import BRIDGES
+from vlbridge.bridges.registry import PRESETS
 from vlbridge.errors import ConfigError
 from vlbridge.train.state import latest_checkpoint, remove_partial
 from vlbridge.train.trainer import train
@@ -109,9 +109,9 @@ def test_a_torn_save_is_never_resumed_from(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-6"]
 
 
-@pytest.mark.parametrize("bridge", sorted(BRIDGES))
+@pytest.mark.parametrize("bridge", sorted(PRESETS))
 def test_every_bridge_resumes_exactly(tmp_path, make_recipe, bridge):
-    """In process, for each registered bridge, with trainable adapters inside the vision encoder too."""
+    """In process, for each preset, with trainable adapters inside the vision encoder too."""
     recipe = make_recipe(f"model.bridge={bridge}", "model.vision_adapter_dim=4", "train.save_every=2",
                          "train.trainable=[bridge, vision_adapters]")
     reference = train(recipe, log=lambda *_: None)

@@ -17,7 +17,7 @@ from vlbridge.datasets.training_sets import check_data_format
 from vlbridge.errors import ConfigError
 from vlbridge.eval.scoring import score_predictions
 from vlbridge.datasets.scienceqa import read_scienceqa
-from vlbridge.train.recipe import load_recipe
+from vlbridge.recipe import load_recipe
 from vlbridge.train.trainer import train
 from vlbridge_cli.main import main
 

@@ -11,7 +11,8 @@ from vlbridge.eval.generate_answers import GenerationSettings, generate_answers
 from vlbridge.flops import Seq2SeqShape, seq2seq_flops
 from vlbridge.image_inputs import PixelImages
 from vlbridge.models.seq2seq_language_model import Seq2SeqLanguageModel
-from vlbridge.train.checkpoint import WEIGHTS, load_run
+from vlbridge.runs import load_run
+from vlbridge.train.checkpoint import WEIGHTS
 from vlbridge.train.objectives import get_objective
 from vlbridge.train.trainer import train
 
@@ -30,7 +31,7 @@ def test_memvp_on_t5_trains_saves_the_bridge_only_and_answers(make_recipe, tiny_
     shape = Seq2SeqShape.of(built.model.language_model)
     assert report["forward_flops_per_sample"]["language_model"] == seq2seq_flops(
         shape, round(report["mean_sequence_length"]), round(report["mean_supervised_tokens"]), 20)
-    flops = sample_flops(built, text_tokens=12, logit_positions=3)  # what `vlbridge info` prints
+    flops = sample_flops(built.model, text_tokens=12, logit_positions=3)  # what `vlbridge info` prints
     assert flops["lm"] == seq2seq_flops(shape, 12, 3, 20) and flops["text_only_lm"] == seq2seq_flops(shape, 12, 3)
 
     # the checkpoint holds the trained bridge only; the LM is rebuilt from its folder

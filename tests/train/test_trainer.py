@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from vlbridge.errors import ConfigError
-from vlbridge.train.checkpoint import load_run
-from vlbridge.train.recipe import load_recipe
+from vlbridge.runs import load_run
+from vlbridge.recipe import load_recipe
 from vlbridge.train.trainer import build_seeded, train
 
 

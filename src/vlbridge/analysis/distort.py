@@ -49,10 +49,10 @@ def distort(model, batch: Batch, top_k: int = 2, token_positions: Sequence[int] 
                      labels=None, padding_side="left")
     original = model.generate(prompt, **generate_options)[0]
 
-    def zero_entries(module, args, output: Tensor) -> Tensor:  # bridge output (B_img, n, d)
-        output = output.clone()
-        output[:, zeroed] = 0
-        return output
+    def zero_entries(module, args, output: tuple[Tensor, Tensor | None]):  # bridge output (B_img, n, d), counts
+        vectors = output[0].clone()
+        vectors[:, zeroed] = 0
+        return vectors, output[1]
 
     handle = model.bridge.register_forward_hook(zero_entries)
     try:

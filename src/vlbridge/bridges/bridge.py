@@ -1,4 +1,4 @@
-"""A bridge is a connector and an injection; each paper is one preset of the two (registry.py)."""
+"""A bridge is a connector and an injection, chosen independently (registry.py); each paper is a preset."""
 
 from __future__ import annotations
 
@@ -6,19 +6,20 @@ import math
 
 from torch import Tensor, nn
 
+from vlbridge.bridges.connectors.base import Connector
 from vlbridge.bridges.injections.base import Injection
-
-FEATURE_KINDS = ("grid", "pooled")
+from vlbridge.bridges.spec import FEATURE_KINDS
 
 
 class Bridge(nn.Module):
-    """Vision features -> visual vectors (connector) -> into the LM (injection).
+    """Vision features or pixels -> visual vectors (connector) -> into the LM (injection).
 
-    ``features="pooled"`` feeds the connector one global vector per image instead of the grid: the
-    MemVP paper's "local -> global" ablation (a large drop: local features matter).
+    ``features="pooled"`` feeds a feature connector one global vector per image instead of the grid: the
+    MemVP paper's "local -> global" ablation (a large drop: local features matter). ``pool=k`` averages
+    k x k grid cells first.
     """
 
-    def __init__(self, connector: nn.Module, injection: Injection, features: str = "grid", pool: int = 1):
+    def __init__(self, connector: Connector, injection: Injection, features: str = "grid", pool: int = 1):
         super().__init__()
         if features not in FEATURE_KINDS:
             raise ValueError(f"unknown features {features!r}; valid: {list(FEATURE_KINDS)}")
@@ -29,13 +30,21 @@ class Bridge(nn.Module):
         self.features = features
         self.pool = pool
 
+    @property
+    def consumes(self) -> str:
+        """``features`` (a vision encoder's) or ``pixels`` (no encoder)."""
+        return self.connector.consumes
+
     def num_visual_inputs(self, grid_tokens: int) -> int:
-        """How many feature vectors reach the connector for an encoder grid of ``grid_tokens``."""
+        """How many vectors reach the connector for an encoder grid of ``grid_tokens`` (pixel connectors:
+        their patches, unchanged)."""
+        if self.consumes == "pixels":
+            return grid_tokens
         return 1 if self.features == "pooled" else grid_tokens // (self.pool * self.pool)
 
     def num_visual_tokens(self, grid_tokens: int) -> int:
         """Visual vectors the connector emits per image (resamplers emit a fixed number)."""
-        return getattr(self.connector, "num_output_tokens", None) or self.num_visual_inputs(grid_tokens)
+        return self.connector.num_output_tokens(self.num_visual_inputs(grid_tokens))
 
     def pool_grid(self, grid: Tensor) -> Tensor:
         """(B, h*w, d_v) square grid -> (B, (h/k)*(w/k), d_v) by k x k average pooling (fewer visual
@@ -49,10 +58,20 @@ class Bridge(nn.Module):
         image = grid.transpose(1, 2).reshape(B, d, side, side)
         return nn.functional.avg_pool2d(image, self.pool).flatten(2).transpose(1, 2)
 
-    def forward(self, grid: Tensor, pooled: Tensor | None = None) -> Tensor:
-        """grid (B, n, d_v), pooled (B, d_v) -> visual vectors (B, n', d)."""
-        if self.features == "pooled":
+    def forward(self, grid: Tensor | None = None, pooled: Tensor | None = None,
+                pixels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """grid (B, n, d_v) and pooled (B, d_v) features, or pixels (B, C, H, W) -> visual vectors (B, n', d)
+        and each row's count of valid vectors (B,), or None when every image gives n'."""
+        if self.consumes == "pixels":
+            if pixels is None:
+                raise ValueError("this bridge's connector reads pixels, the batch has none")
+            out = self.connector(pixels)
+        elif self.features == "pooled":
             if pooled is None:
                 raise ValueError("this bridge uses pooled features but the encoder gave none")
-            return self.connector(pooled[:, None, :])
-        return self.connector(self.pool_grid(grid))
+            out = self.connector(pooled[:, None, :])
+        else:
+            if grid is None:
+                raise ValueError("this bridge's connector reads vision features, the batch has none")
+            out = self.connector(self.pool_grid(grid))
+        return out if isinstance(out, tuple) else (out, None)

@@ -3,21 +3,17 @@
 Defaults follow the released LLaMA code (JieShibo/MemVP): ``Linear(d_v, 128) -> SiLU -> Linear(128, d)``
 with xavier weights and zero biases, lam = 0.01, 320 slots, s = 0.1, dropout 0.1, every layer. On a
 non-gated FFN (GPT-2, T5 ``relu``, BART) the defaults become the paper's literal concatenation instead:
-phi = the FFN's own activation, s = 1, no dropout. A gated FFN (LLaMA's SwiGLU, flan-T5's ``gated-gelu``)
-keeps the code's parallel branch with its values. On an encoder-decoder LM (T5, BART) ``memory_in`` picks
-the stacks with memory: the paper's BART/T5 code is not released, so which it used is unknown and ``both``
-is our default. The remaining fields are the paper's ablations.
+phi = the FFN's own activation, s = 1, no dropout (:func:`vlbridge.bridges.injections.memory_space.build_memory_space`
+reads the LM's layout). On an encoder-decoder LM (T5, BART) ``memory_in`` picks the stacks with memory: the
+paper's BART/T5 code is not released, so which it used is unknown and ``both`` is our default. The remaining
+fields are the paper's ablations.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor, nn
-
-from vlbridge.bridges.bridge import Bridge
-from vlbridge.bridges.connectors.mlp import MLPProjector
-from vlbridge.bridges.injections.memory_space import MemorySpaceInjection
+from vlbridge.bridges.spec import BridgeSpec
 from vlbridge.errors import ConfigError
 
 
@@ -42,51 +38,15 @@ class MemVPOptions:
     values_only: bool = False  # lam f(z) enters the values only (ablation)
 
 
-class NoVisualPrompts(nn.Module):
-    """The "w/o visual prompts" ablation's connector: f(z) = 0, with no parameters to count or train."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.width = width
-
-    def forward(self, features: Tensor) -> Tensor:  # (B, n, d_v) -> (B, n, d) zeros
-        return features.new_zeros(*features.shape[:-1], self.width)
-
-
-MEMORY_IN = {"both": None, "encoder": ("encoder",), "decoder": ("decoder",)}  # option -> the injection's stacks
-
-
-def build_memvp(vision_dim: int, language_model, options: MemVPOptions) -> Bridge:
-    d = language_model.hidden_size
-    gated = language_model.layout.gated
+def memvp_spec(options: MemVPOptions) -> BridgeSpec:
     if options.keys_only and options.values_only:
         raise ConfigError("bridge 'memvp': keys_only and values_only exclude each other")
-    if options.memory_in not in MEMORY_IN:
-        raise ConfigError(f"bridge 'memvp': unknown memory_in {options.memory_in!r}; valid: {list(MEMORY_IN)}")
-    position_dim = None
-    if options.position == "concat":
-        position_dim = options.position_dim if options.position_dim is not None else d // 2
-        if not 0 < position_dim < d:
-            raise ConfigError(f"bridge 'memvp': position_dim must be in 1..{d - 1}, got {position_dim}")
-    content_dim = d - position_dim if position_dim else d
-    projector = MLPProjector(vision_dim, content_dim, options.hidden, "silu", options.projector_layers, init="xavier")
-    # concat: the projector fills the content features only; zero-padding gives visual vectors of width d
-    connector = projector if content_dim == d else nn.Sequential(projector, nn.ConstantPad1d((0, d - content_dim), 0.0))
-    if not options.visual_prompts:
-        connector = NoVisualPrompts(d)  # only p_k and p_v remain to learn
-    injection = MemorySpaceInjection(
-        d,
-        num_slots=options.num_slots,
-        lam=options.lam,
-        scale=options.scale if options.scale is not None else (0.1 if gated else 1.0),
-        dropout=options.dropout if options.dropout is not None else (0.1 if gated else 0.0),
-        activation=options.activation if options.activation is not None else ("silu" if gated else None),
-        layers=None if options.layers is None else tuple(options.layers),
-        stacks=MEMORY_IN[options.memory_in],
-        visual_prompts=options.visual_prompts,
-        position=options.position,
-        position_dim=position_dim,
-        visual_in_keys=not options.values_only,
-        visual_in_values=not options.keys_only,
-    )
-    return Bridge(connector, injection, options.features)
+    # "w/o visual prompts": f(z) = 0, so no projector at all (only p_k and p_v remain to learn)
+    connector = ("mlp", {"hidden": options.hidden, "activation": "silu", "layers": options.projector_layers,
+                         "init": "xavier"}) if options.visual_prompts else ("zeros", {})
+    memory = {"num_slots": options.num_slots, "lam": options.lam, "scale": options.scale, "dropout": options.dropout,
+              "activation": options.activation, "layers": options.layers, "memory_in": options.memory_in,
+              "visual_prompts": options.visual_prompts, "position": options.position,
+              "position_dim": options.position_dim, "visual_in_keys": not options.values_only,
+              "visual_in_values": not options.keys_only}
+    return BridgeSpec(*connector, "memory_space", memory, features=options.features)

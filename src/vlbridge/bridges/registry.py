@@ -1,44 +1,49 @@
-"""The bridge registry: a plain dict from preset name to a builder.
+"""The bridge registries: plain dicts from name to (options dataclass, builder).
 
-A builder takes the vision feature width, the :class:`LanguageModel` and the preset's options (a dict
-from the recipe, checked against the preset's typed config) and returns a :class:`Bridge`. Adding a
-bridge is one file with its config and builder, and one line here.
+- :data:`CONNECTORS`: ``builder(input_width, output_width, options) -> Connector`` (input width: the encoder's
+  feature width, or 3 for pixels; output width: what the injection reads);
+- :data:`INJECTIONS`: ``builder(language_model, options) -> Injection``;
+- :data:`PRESETS`: a paper's named default pair, ``expand(options) -> BridgeSpec``.
+
+Adding a connector or an injection is one file with its options dataclass and builder, and one line here;
+every registered pair is then buildable by recipe (``model.connector``, ``model.injection``) and covered by
+the grid test (tests/bridges/test_grid.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import json
+from dataclasses import fields
 from typing import Any, Callable
 
 from vlbridge.bridges.bridge import Bridge
-from vlbridge.bridges.connectors.mlp import MLPProjector
-from vlbridge.bridges.injections.input_space import InputSpaceInjection
-from vlbridge.bridges.memvp import MemVPOptions, build_memvp
-from vlbridge.bridges.qformer.bridge import Blip2Options, build_blip2
+from vlbridge.bridges.connectors.mlp import MLPOptions, build_mlp
+from vlbridge.bridges.connectors.patch import PatchOptions, build_patch_connector
+from vlbridge.bridges.connectors.zeros import ZerosOptions, build_zeros
+from vlbridge.bridges.injections.input_space import InputSpaceOptions, build_input_space
+from vlbridge.bridges.injections.memory_space import MemorySpaceOptions, build_memory_space
+from vlbridge.bridges.llava import LlavaOptions, llava_spec
+from vlbridge.bridges.memvp import MemVPOptions, memvp_spec
+from vlbridge.bridges.qformer.bridge import Blip2Options, QFormerOptions, blip2_spec, build_qformer_bridge_connector
+from vlbridge.bridges.spec import BridgeSpec
 from vlbridge.errors import ConfigError
 
+CONNECTORS: dict[str, tuple[type, Callable[..., Any]]] = {
+    "mlp": (MLPOptions, build_mlp),  # LLaVA / MemVP projector, features -> one vector each
+    "qformer": (QFormerOptions, build_qformer_bridge_connector),  # BLIP-2: features -> 32 learned queries
+    "zeros": (ZerosOptions, build_zeros),  # zero vectors: MemVP's "w/o visual prompts" ablation
+    "patch": (PatchOptions, build_patch_connector),  # pixels -> linear patch embedding (Fuyu), no encoder
+}
 
-@dataclass(frozen=True)
-class LlavaOptions:
-    """LLaVA-1.5 projector between the vision grid and the LM's input embeddings."""
+INJECTIONS: dict[str, tuple[type, Callable[..., Any]]] = {
+    "input_space": (InputSpaceOptions, build_input_space),  # spliced into the token sequence
+    "memory_space": (MemorySpaceOptions, build_memory_space),  # MemVP: extra key/value slots of every FFN
+}
 
-    hidden: int | None = None  # projector hidden width; None = the LM width (LLaVA-1.5)
-    activation: str = "gelu"  # gelu (LLaVA) | silu | relu
-    layers: int = 2  # 2 = Linear-act-Linear (LLaVA-1.5); 1 = one Linear (LLaVA-1)
-    features: str = "grid"  # grid (local patch features) | pooled (one global vector)
-    pool: int = 1  # k x k average pooling of the grid before the projector (k=2: 256 -> 64 tokens)
-
-
-def build_llava(vision_dim: int, language_model, options: LlavaOptions) -> Bridge:
-    connector = MLPProjector(vision_dim, language_model.hidden_size, options.hidden, options.activation, options.layers)
-    return Bridge(connector, InputSpaceInjection(), options.features, options.pool)
-
-
-# name -> (options dataclass, builder)
-BRIDGES: dict[str, tuple[type, Callable[..., Bridge]]] = {
-    "llava": (LlavaOptions, build_llava),
-    "blip2": (Blip2Options, build_blip2),
-    "memvp": (MemVPOptions, build_memvp),
+PRESETS: dict[str, tuple[type, Callable[..., BridgeSpec]]] = {
+    "llava": (LlavaOptions, llava_spec),
+    "memvp": (MemVPOptions, memvp_spec),
+    "blip2": (Blip2Options, blip2_spec),
 }
 
 
@@ -52,8 +57,82 @@ def parse_options(options_type: type, options: dict[str, Any] | None, where: str
     return options_type(**options)
 
 
-def build_bridge(name: str, vision_dim: int, language_model, options: dict[str, Any] | None = None) -> Bridge:
-    if name not in BRIDGES:
-        raise ConfigError(f"unknown bridge {name!r}; valid: {sorted(BRIDGES)}")
-    options_type, builder = BRIDGES[name]
-    return builder(vision_dim, language_model, parse_options(options_type, options, f"bridge {name!r}"))
+def _entry(registry: dict, name: str, what: str, key: str):
+    if name not in registry:
+        raise ConfigError(f"unknown {what} {name!r} ({key}); valid: {sorted(registry)}")
+    return registry[name]
+
+
+def _plain(value):
+    """Options as JSON would give them back (tuples as lists), so a recorded spec compares equal."""
+    return json.loads(json.dumps(value))
+
+
+def resolve_spec(config) -> BridgeSpec:
+    """A recipe's model section -> the bridge it names.
+
+    ``model.bridge`` (a preset, or None) gives the defaults; ``model.connector`` / ``model.injection`` replace
+    the preset's, and then start from their own defaults, since the preset's options were for its own;
+    ``model.connector_options`` / ``model.injection_options`` are merged over what is left."""
+    if config.bridge is not None:
+        options_type, expand = _entry(PRESETS, config.bridge, "bridge preset", "model.bridge")
+        base = expand(parse_options(options_type, config.bridge_options, f"bridge {config.bridge!r}"))
+    else:
+        if config.bridge_options:
+            raise ConfigError("model.bridge_options are a preset's; with model.bridge: null use model.connector_options "
+                              "and model.injection_options")
+        if config.connector is None or config.injection is None:
+            raise ConfigError("without a preset (model.bridge: null) name both model.connector and model.injection; "
+                              f"connectors: {sorted(CONNECTORS)}, injections: {sorted(INJECTIONS)}")
+        base = BridgeSpec(config.connector, {}, config.injection, {})
+    connector = config.connector or base.connector
+    injection = config.injection or base.injection
+    connector_options = (base.connector_options if connector == base.connector else {}) | config.connector_options
+    injection_options = (base.injection_options if injection == base.injection else {}) | config.injection_options
+    spec = BridgeSpec(connector, _plain(connector_options), injection, _plain(injection_options), base.features,
+                      base.pool)
+    _entry(CONNECTORS, spec.connector, "connector", "model.connector")
+    _entry(INJECTIONS, spec.injection, "injection", "model.injection")
+    return spec
+
+
+def build_bridge(spec: BridgeSpec, language_model, vision_width: int | None = None,
+                 vision_tokens: int | None = None) -> Bridge:
+    """Build ``spec`` for ``language_model`` behind a vision encoder giving ``vision_tokens`` grid vectors of width
+    ``vision_width`` (None: no encoder, the connector reads pixels), checking the handshake: the front end gives
+    what the connector consumes, the connector's vectors are as wide as the injection reads, and there are no
+    more of them than the injection has room for."""
+    connector_type, connector_builder = _entry(CONNECTORS, spec.connector, "connector", "model.connector")
+    injection_type, injection_builder = _entry(INJECTIONS, spec.injection, "injection", "model.injection")
+    injection = injection_builder(language_model, parse_options(injection_type, spec.injection_options,
+                                                                f"injection {spec.injection!r}"))
+    width = injection.input_width(language_model)
+    connector = connector_builder(vision_width if vision_width is not None else 3, width,
+                                  parse_options(connector_type, spec.connector_options, f"connector {spec.connector!r}"))
+    pair = f"connector {spec.connector!r} -> injection {spec.injection!r}"
+    if connector.consumes == "pixels" and vision_width is not None:
+        raise ConfigError(f"{pair}: the connector reads pixels, so there is no vision encoder to run; set "
+                          "model.vision_encoder: none")
+    if connector.consumes == "features" and vision_width is None:
+        raise ConfigError(f"{pair}: the connector reads vision features, but model.vision_encoder is none; name an "
+                          "encoder, or choose a connector that reads pixels")
+    if connector.output_width != width:
+        raise ConfigError(f"{pair}: the connector gives {connector.output_width}-wide vectors, the injection reads "
+                          f"{width}-wide ones")
+    bridge = Bridge(connector, injection, spec.features, spec.pool)
+    inputs = vision_tokens if connector.consumes == "features" else connector.max_inputs
+    room = injection.max_visual_tokens
+    if inputs is not None and room is not None and bridge.num_visual_tokens(inputs) > room:
+        raise ConfigError(f"{pair}: the connector gives {bridge.num_visual_tokens(inputs)} vectors per image, the "
+                          f"injection has room for {room} (e.g. raise injection_options.num_slots)")
+    return bridge
+
+
+def build_preset(name: str, vision_width: int | None, language_model, options: dict[str, Any] | None = None,
+                 vision_tokens: int | None = None) -> Bridge:
+    """A preset's bridge with ``options`` (its dataclass's fields), for code that builds bridges directly."""
+    options_type, expand = _entry(PRESETS, name, "bridge preset", "model.bridge")
+    spec = expand(parse_options(options_type, options, f"bridge {name!r}"))
+    return build_bridge(BridgeSpec(spec.connector, _plain(spec.connector_options), spec.injection,
+                                   _plain(spec.injection_options), spec.features, spec.pool),
+                        language_model, vision_width, vision_tokens)

@@ -27,7 +27,7 @@ from vlbridge.datasets.scienceqa import read_scienceqa
 from vlbridge.errors import ConfigError
 
 if TYPE_CHECKING:
-    from vlbridge.train.recipe import DataConfig
+    from vlbridge.recipe import DataConfig
 
 PARTS = ("train", "val")
 

@@ -32,6 +32,7 @@ def model_description(built, recipe, *, run: str | Path | None = None, recipe_fi
         "trained": run is not None,
         "bridge": m.bridge,
         "bridge_options": m.bridge_options,
+        "spec": built.spec.to_dict(),  # the connector and injection with their options
         "language_model": m.language_model,
         "vision_encoder": m.vision_encoder,
         "vision_layer": m.vision_layer,

@@ -12,7 +12,7 @@ embeddings per image it is the best of them, BLIP-2's "max over queries" ITC sim
 ``compute_sim_matrix`` without ITM re-ranking). Recall@K both ways follows the ALBEF/BLIP convention
 (:func:`vlbridge.metrics.retrieval.recall_at_k`): an image is found when any of its captions ranks < K.
 
-Texts are tokenized with the tokenizer of the bridge's text side, registered per bridge preset in
+Texts are tokenized with the tokenizer of the bridge's text side, registered per connector in
 :data:`TEXT_TOKENIZERS`; the LM's tokenizer is not the Q-Former's.
 """
 
@@ -40,9 +40,9 @@ def _qformer_text_tokenizer():
 
 
 TEXT_TOKENIZERS: dict[str, Callable[[], object]] = {
-    "blip2": _qformer_text_tokenizer,  # BERT WordPiece of all-MiniLM-L6-v2 (+[DEC]); [CLS] first
+    "qformer": _qformer_text_tokenizer,  # BERT WordPiece of all-MiniLM-L6-v2 (+[DEC]); [CLS] first
 }
-"""bridge preset -> loader of the tokenizer its text side reads; also the list of bridges that retrieve."""
+"""connector -> loader of the tokenizer its text side reads; also the list of connectors that retrieve."""
 
 
 def can_embed(module: nn.Module) -> bool:
@@ -56,15 +56,15 @@ def find_embedder(bridge: nn.Module, bridge_name: str) -> nn.Module:
             return module
     raise ConfigError(
         f"bridge {bridge_name!r} cannot embed images and texts, so it gives no retrieval scores. Retrieval needs "
-        f"a bridge module with embed_images(features) and embed_texts(text_ids, text_mask): "
-        f"{sorted(TEXT_TOKENIZERS)} (the BLIP-2 Q-Former with its stage-1 ITC heads)")
+        f"a bridge module with embed_images(features) and embed_texts(text_ids, text_mask): connectors "
+        f"{sorted(TEXT_TOKENIZERS)} (the BLIP-2 Q-Former with its stage-1 ITC heads, option stage1: true)")
 
 
-def text_tokenizer_for(bridge_name: str):
-    if bridge_name not in TEXT_TOKENIZERS:
-        raise ConfigError(f"no text tokenizer registered for bridge {bridge_name!r}; bridges with one: "
+def text_tokenizer_for(connector: str):
+    if connector not in TEXT_TOKENIZERS:
+        raise ConfigError(f"no text tokenizer registered for connector {connector!r}; connectors with one: "
                           f"{sorted(TEXT_TOKENIZERS)} (vlbridge.eval.retrieval.TEXT_TOKENIZERS)")
-    return TEXT_TOKENIZERS[bridge_name]()
+    return TEXT_TOKENIZERS[connector]()
 
 
 def tokenize_texts(tokenizer, texts: list[str], max_length: int = MAX_TEXT_TOKENS) -> tuple[Tensor, Tensor]:

@@ -69,6 +69,7 @@ class LMOutput:
     num_tokens: Tensor  # () number of supervised tokens
     hidden_states: tuple[Tensor, ...] | None = None  # per layer (B, L, d) when asked for
     row_loss: Tensor | None = None  # (B,) summed cross-entropy of each row's supervised tokens, when asked for
+    visual_positions: Tensor | None = None  # (B, L) bool where visual vectors sit, with hidden states (VisionLanguageModel)
 
 
 def row_loss(logits: Tensor, targets: Tensor, keep: Tensor) -> Tensor:

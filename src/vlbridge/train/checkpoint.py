@@ -1,10 +1,14 @@
 """Checkpoints: what was trained (safetensors), the resolved recipe (YAML) and what it was trained on (JSON).
 
 The frozen encoder and LM are not saved: they are rebuilt from the recipe (their packages or folders),
-so a MemVP or LLaVA checkpoint is a few MB. ``meta.json`` records the bridge (preset and options), the
+so a MemVP or LLaVA checkpoint is a few MB. ``meta.json`` records the bridge (the preset and its options,
+and the connector and injection it resolved to, with theirs), the trained tensors (names and shapes), the
 LM and encoder identity (architecture, layer, preprocessing and a fingerprint of their weights) and the
 library versions; loading into a model that differs in any of them fails with a message saying what
 differs. Nothing is unpickled: tensors are safetensors, everything else JSON or YAML.
+
+Checkpoints written before bridges were composed (no ``spec`` in ``meta.json``) still load: their two tensor
+names that moved are renamed on reading (:data:`LEGACY_RENAMES`).
 
 Writes are atomic: a checkpoint is written into a temporary folder, flushed to disk and renamed, so an
 interrupted save (even ``SIGKILL``) never leaves a torn checkpoint behind.
@@ -25,15 +29,21 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from vlbridge.bridges.registry import resolve_spec
+from vlbridge.bridges.spec import BridgeSpec
 from vlbridge.errors import ConfigError
+from vlbridge.recipe import Recipe, save_recipe
 from vlbridge.train.parameter_groups import group_of
-from vlbridge.train.recipe import Recipe, load_recipe, save_recipe
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS = "trained.safetensors"
 RECIPE = "recipe.yaml"
 META = "meta.json"
+FORMAT = 2  # 2: the bridge recorded as connector + injection ("spec")
+# tensor-name prefixes of format-1 checkpoints -> today's: BLIP-2's stage-1 heads now live in the Q-Former
+# connector, and MemVP's "concat" projector is no longer wrapped with a zero-padding layer
+LEGACY_RENAMES = {"bridge.stage1.": "bridge.connector.stage1.", "bridge.connector.0.net.": "bridge.connector.net."}
 LIBRARIES = ("vlbridge", "torch", "transformers", "safetensors", "accelerate", "peft")
 FINGERPRINT_VALUES = 4096  # evenly spaced values per tensor that enter a weights fingerprint
 
@@ -62,9 +72,14 @@ def fingerprint(named_tensors) -> str:
     return digest.hexdigest()[:16]
 
 
+SOURCES = ("lm", "vision")  # parameter groups rebuilt from their packages or folders, never saved
+
+
 def model_identity(model, trained: set[str]) -> dict:
     """What a checkpoint's trained tensors were trained on: the LM and the vision encoder, described
-    and fingerprinted over their pretrained parameters that are not among ``trained``."""
+    and fingerprinted over their pretrained parameters that are not among ``trained``; and ``untrained``, the
+    model's new tensors (bridge, adapters, LoRA) left out of ``trained`` (at their initialisation, or from
+    ``model.init_from``), so a loader knows every other new tensor must be in the checkpoint."""
     pretrained = [(n, p) for n, p in model.named_parameters() if n not in trained]
     config = model.language_model.config
     identity = {
@@ -76,6 +91,7 @@ def model_identity(model, trained: set[str]) -> dict:
             "fingerprint": fingerprint((n, p) for n, p in pretrained if group_of(n) == "lm"),
         },
         "vision_encoder": None,
+        "untrained": sorted(n for n, _ in pretrained if group_of(n) not in SOURCES),
     }
     encoder = model.vision_encoder
     if encoder is not None:
@@ -95,8 +111,10 @@ def write_checkpoint(folder: Path, recipe: Recipe, weights: dict[str, torch.Tens
     save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
     save_recipe(recipe, folder / RECIPE)
     meta = {
+        "format": FORMAT,
         "versions": library_versions(),
         "bridge": {"name": recipe.model.bridge, "options": recipe.model.bridge_options},
+        "spec": resolve_spec(recipe.model).to_dict(),
         "sources": {"language_model": recipe.model.language_model, "vision_encoder": recipe.model.vision_encoder},
         **identity,
         "parameters": {k: list(v.shape) for k, v in state.items()},
@@ -165,11 +183,36 @@ def _describe(part: dict | None) -> str:
     return ", ".join(f"{k} {v}" for k, v in part.items())
 
 
-def differences(meta: dict, model, recipe: Recipe | None, state: dict[str, torch.Tensor]) -> list[str]:
-    """Everything in which ``model`` (built from ``recipe``) differs from the checkpoint: empty if it fits."""
+def read_state(folder: Path, meta: dict) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors under today's names (a format-1 checkpoint's are renamed)."""
+    state = load_file(str(Path(folder) / WEIGHTS))
+    if meta.get("format", 1) >= FORMAT:
+        return state
+    renamed = {}
+    for name, tensor in state.items():
+        for old, new in LEGACY_RENAMES.items():
+            if name.startswith(old):
+                name = new + name[len(old):]
+        renamed[name] = tensor
+    return renamed
+
+
+def differences(meta: dict, model, recipe: Recipe | None, state: dict[str, torch.Tensor],
+                expected: set[str] | None = None) -> list[str]:
+    """Everything in which ``model`` (built from ``recipe``) differs from the checkpoint: empty if it fits.
+    ``expected``: the tensors the checkpoint must hold (a resumed run's trainable ones); None = the model's new
+    tensors that the checkpoint does not list as untrained."""
     found = []
+    if expected is None and "untrained" in meta:
+        expected = {n for n, _ in model.named_parameters() if group_of(n) not in SOURCES} - set(meta["untrained"])
     bridge = meta.get("bridge")
-    if recipe is not None and isinstance(bridge, dict):
+    if recipe is not None and "spec" in meta:
+        ours = resolve_spec(recipe.model).to_dict()
+        if ours != meta["spec"]:
+            theirs_name = bridge.get("name") if isinstance(bridge, dict) else None
+            found.append(f"bridge: the checkpoint has {theirs_name!r} ({BridgeSpec(**meta['spec']).describe()}), "
+                         f"this model {recipe.model.bridge!r} ({BridgeSpec(**ours).describe()})")
+    elif recipe is not None and isinstance(bridge, dict):
         ours = {"name": recipe.model.bridge, "options": recipe.model.bridge_options}
         if ours != bridge:
             found.append(f"bridge: the checkpoint has {bridge['name']!r} with options {bridge['options']}, "
@@ -187,7 +230,7 @@ def differences(meta: dict, model, recipe: Recipe | None, state: dict[str, torch
             found.append(f"{label}: differs in {changed}; the checkpoint was trained on "
                          f"{sources.get(part, '?')} ({_describe(theirs)}), this model has "
                          f"{getattr(recipe.model, part) if recipe else '?'} ({_describe(ours)})")
-    missing = sorted(set(model.trainable_state_dict()) - set(state))
+    missing = sorted((expected or set()) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
                    for k in state if k in own and tuple(own[k].shape) != tuple(state[k].shape))
@@ -197,16 +240,16 @@ def differences(meta: dict, model, recipe: Recipe | None, state: dict[str, torch
     return found
 
 
-def load_trained_weights(model, folder: Path, recipe: Recipe | None = None) -> None:
+def load_trained_weights(model, folder: Path, recipe: Recipe | None = None, expected: set[str] | None = None) -> None:
     """Load a checkpoint's trained tensors into ``model`` after checking it is the model they were
-    trained with (LM, encoder, bridge, every name and shape); say what differs otherwise."""
+    trained with (LM, encoder, bridge, every name and shape, and ``expected`` tensors all present); say what
+    differs otherwise."""
     folder = Path(folder)
-    path = folder / WEIGHTS
-    if not path.is_file():
+    if not (folder / WEIGHTS).is_file():
         raise ConfigError(f"{folder} is not a checkpoint: {WEIGHTS} is missing")
-    state = load_file(str(path))
     meta = read_meta(folder)
-    found = differences(meta, model, recipe, state)
+    state = read_state(folder, meta)
+    found = differences(meta, model, recipe, state, expected)
     if found:
         raise ConfigError(f"checkpoint {folder} does not fit this model:\n  - " + "\n  - ".join(found))
     ours = library_versions()
@@ -228,7 +271,7 @@ def initialise_from(model, folder: str | Path, log=print) -> dict:
     trainable tensors that keep their initialisation) and ``not_in_model`` (the checkpoint's tensors that this
     model has not, such as stage-1 heads); all three are logged."""
     source = resolve_checkpoint(folder)
-    state = load_file(str(source / WEIGHTS))
+    state = read_state(source, read_meta(source))
     own = dict(model.named_parameters())
     wrong = sorted(f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
                    if k in own and v.shape != own[k].shape)
@@ -274,26 +317,3 @@ def resolve_checkpoint(folder: str | Path) -> Path:
     if steps:
         return steps[-1][1]
     raise ConfigError(f"{folder} is not a run or checkpoint folder (no {WEIGHTS}, final/ or checkpoint-N/)")
-
-
-def load_run(folder: str | Path, overrides: list[str] = ()):
-    """Rebuild the model of a checkpoint (or of a run folder's ``final`` checkpoint) with its weights.
-
-    ``overrides`` (``key=value``) change the recipe first: e.g. ``model.language_model=/my/copy`` loads
-    a bridge-only checkpoint onto the same LM from another folder (its fingerprint must match)."""
-    from vlbridge.build import build_model
-    from vlbridge.train.objectives import set_trainable
-
-    folder = resolve_checkpoint(folder)
-    if not (folder / RECIPE).is_file():
-        raise ConfigError(f"{folder} is not a run or checkpoint folder ({RECIPE} missing)")
-    recipe = load_recipe(folder / RECIPE, list(overrides))
-    built = build_model(recipe.model)
-    set_trainable(built.model, recipe.train, log=lambda *_: None)
-    # frozen tensors that are neither the LM's nor the encoder's (rebuilt from their sources) came from init_from
-    frozen = [n for n, p in built.model.named_parameters()
-              if not p.requires_grad and group_of(n) not in ("lm", "vision")]
-    if recipe.model.init_from and frozen:
-        initialise_from(built.model, recipe.model.init_from, log=lambda *_: None)
-    load_trained_weights(built.model, folder, recipe)
-    return built, recipe

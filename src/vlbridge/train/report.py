@@ -1,16 +1,17 @@
 """The start-of-run report: what trains, what a step costs in FLOPs, and how much activation memory
 a micro-batch keeps for the backward pass, printed and logged before the first step.
 
-FLOPs: the LM's are analytic (:mod:`vlbridge.flops`, with the sequence the LM really sees: text plus
-the image's positions for input-space bridges, text plus memory slots for memory-space ones); the
-bridge's and (when its features are not cached) the vision encoder's forward are counted once by
-torch's FLOP counter on one image. A training step costs forward + backward, and the backward pass one
+FLOPs: the LM's are analytic, as the bridge's injection reports them (:meth:`Injection.lm_flops`: the
+image's positions for input-space bridges, memory slots for memory-space ones, the blocks of
+cross-attention); the connector's are its own report (:meth:`Connector.flops`), and (when its features are
+not cached) the vision encoder's forward is counted once by torch's FLOP counter on one image. A training step costs forward + backward, and the backward pass one
 forward's worth for activation gradients wherever a gradient must pass (through the whole LM, since the
 bridge feeds its first layer or every layer) plus one more where weights train (the 2:1 split behind
 the "6N" rule, Kaplan et al. 2020).
 
-Activation memory: :func:`activation_bytes`, a pure function of the LM's shape (below); it matches the
-tensors autograd saves for the tiny test models to within 15 %. Encoder-decoder LMs (T5, BART) have no
+Activation memory: :func:`activation_bytes`, a pure function of the LM's shape (below), plus what the
+injection's own modules keep (:meth:`Injection.activation_bytes`); together they match the tensors
+autograd saves for the tiny test models to within 15 %. Encoder-decoder LMs (T5, BART) have no
 closed form here: what autograd saves is measured on one training micro-batch.
 """
 
@@ -20,8 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vlbridge.bridges.injections.memory_space import MemorySpaceInjection
-from vlbridge.cost import lm_forward_flops, saved_activation_bytes
+from vlbridge.cost import saved_activation_bytes
 from vlbridge.data.sample import Sample
 from vlbridge.errors import DataError
 from vlbridge.flops import LMShape, count_flops
@@ -32,8 +32,7 @@ INSPECTED_SAMPLES = 64  # training samples whose lengths stand for the data set
 
 
 def activation_bytes(shape: LMShape, tokens: int, logit_positions: int, *, bytes_per_value: int = 4,
-                     weights_train: bool = False, memory_slots: int = 0, memory_layers: int = 0,
-                     memory_rows: int = 0) -> int:
+                     weights_train: bool = False) -> int:
     """Bytes autograd keeps between the forward and backward pass of the LM for ``tokens`` positions.
 
     Per token and decoder layer, with frozen weights (a frozen linear needs no saved input): both
@@ -41,16 +40,13 @@ def activation_bytes(shape: LMShape, tokens: int, logit_positions: int, *, bytes
     when they are repeated for grouped-query attention), and the FFN's nonlinearity: gate, silu(gate)
     and up for SwiGLU (3D); four D-wide tensors for a plain FFN with GPT-2's tanh GELU, as Hugging Face
     writes it (4D). Trained weights also keep their linears' inputs and the norms' normalised values
-    (4d + D). Dropout masks inside the LM are not counted. A MemVP memory layer keeps its input
-    and the slot activations before and after dropout (d + 2M), and the keys and values once (2·M·d per
-    image row, ``memory_rows``). The head keeps the log-softmax of every logit position (V, float32) and
-    the final norm's input (d)."""
+    (4d + D). Dropout masks inside the LM are not counted. The head keeps the log-softmax of every logit
+    position (V, float32) and the final norm's input (d)."""
     d, D, q = shape.width, shape.ffn_width, shape.heads * shape.head_dim
     per_token = 2 * d + 4 * q + (3 * D if shape.gated else 4 * D)
     if weights_train:
         per_token += 4 * d + D
-    layers = tokens * shape.layers * per_token + tokens * memory_layers * (d + 2 * memory_slots)
-    values = layers + tokens * d + memory_rows * 2 * memory_slots * d
+    values = tokens * shape.layers * per_token + tokens * d
     return values * bytes_per_value + logit_positions * shape.vocab * 4
 
 
@@ -98,7 +94,7 @@ def _measured_forward(fn) -> int | None:
     try:
         with torch.no_grad():
             return count_flops(fn)
-    except Exception:  # noqa: BLE001 - a connector the counter cannot follow only loses its line
+    except Exception:  # noqa: BLE001 - an encoder the counter cannot follow only loses its line
         return None
 
 
@@ -107,24 +103,22 @@ def start_report(built, counts: dict, trainable_groups: list[str], collator, sam
                  precision: str) -> dict:
     """The numbers of the report (see the module docstring); everything per process unless it says step."""
     model = built.model
-    injection = model.bridge.injection
-    memory = isinstance(injection, MemorySpaceInjection)
-    slots = injection.num_slots if memory else 0
-    memory_layers = len(injection.layers) if memory else 0
+    injection, lm_module = model.bridge.injection, model.language_model
     lengths = sample_lengths(collator, samples, built.image_tokens)
-
-    lm = lm_forward_flops(model.language_model, injection, round(lengths.sequence), round(lengths.supervised))
+    inputs = model.bridge.num_visual_inputs(model.num_connector_inputs)  # vectors entering the connector
+    visual = model.bridge.num_visual_tokens(model.num_connector_inputs)
+    image_positions = injection.visual_sequence_length(visual)
+    text = round(lengths.sequence - lengths.with_image * image_positions)  # mean text positions per sample
+    supervised = round(lengths.supervised)
+    lm = round(lengths.with_image * injection.lm_flops(lm_module, text, visual, supervised)
+               + (1 - lengths.with_image) * injection.lm_flops(lm_module, text, 0, supervised))
     encoder, bridge = model.vision_encoder, None
     vision = 0
-    if encoder is not None:
-        height, width = encoder.backbone.preprocessing.output_size
-        pixels = torch.zeros(1, 3, height, width)
-        if lengths.with_image:
-            with torch.no_grad():
-                features = encoder(pixels)
-            bridge = _measured_forward(lambda: model.bridge(features.grid, features.pooled))
-            if not cached_features:
-                vision = _measured_forward(lambda: encoder(pixels)) or 0
+    if lengths.with_image:
+        bridge = model.bridge.connector.flops(inputs)
+        if encoder is not None and not cached_features:
+            height, width = encoder.backbone.preprocessing.output_size
+            vision = _measured_forward(lambda: encoder(torch.zeros(1, 3, height, width))) or 0
     lm_trains = any(counts.get(g, {}).get("trainable", 0) for g in ("lm", "lora"))
     full_lm = counts.get("lm", {}).get("trainable", 0) > 0
     encoder_backward = 0 if cached_features else (2 if counts.get("vision", {}).get("trainable", 0) else
@@ -139,11 +133,11 @@ def start_report(built, counts: dict, trainable_groups: list[str], collator, sam
         with torch.random.fork_rng(devices=[]):
             activations = saved_activation_bytes(model, lambda: model(batch)) * bytes_per_value // 4
     else:
+        tokens = samples_per_micro_batch * lengths.longest
         activations = activation_bytes(
-            LMShape.of(model.language_model), samples_per_micro_batch * lengths.longest,
-            round(samples_per_micro_batch * lengths.supervised), bytes_per_value=bytes_per_value,
-            weights_train=full_lm, memory_slots=slots, memory_layers=memory_layers,
-            memory_rows=samples_per_micro_batch if memory else 0)
+            LMShape.of(lm_module), tokens, round(samples_per_micro_batch * lengths.supervised),
+            bytes_per_value=bytes_per_value, weights_train=full_lm) + injection.activation_bytes(
+            lm_module, tokens, visual, samples_per_micro_batch, bytes_per_value)
     total = sum(c["total"] for c in counts.values())
     trainable = sum(c["trainable"] for c in counts.values())
     return {

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 import shutil
 import time
 from contextlib import nullcontext
@@ -27,24 +26,23 @@ import torch
 from tqdm import tqdm
 
 from vlbridge.build import Built, build_model
+from vlbridge.runs import build_seeded, image_loader, seed_everything  # noqa: F401 (build_seeded: public here)
 from vlbridge.data.llava_json import write_json_atomic
 from vlbridge.datasets.training_sets import check_data_format, describe, read_training_set
-from vlbridge.encoders.feature_cache import FeatureCache
 from vlbridge.errors import ConfigError, DataError
 from vlbridge.eval.generate_answers import GenerationSettings, batched
-from vlbridge.image_inputs import CachedFeatures, PixelImages
+from vlbridge.image_inputs import CachedFeatures
 from vlbridge.train.checkpoint import (META, initialise_from, load_trained_weights, model_identity, read_meta,
                                        save_weights)
 from vlbridge.train.data_order import DataOrder, shard
 from vlbridge.train.distributed import gather, load_optimizer_state, make_accelerator, reduce, trained_weights
 from vlbridge.train.guards import NONFINITE_POLICIES, BadRecords, NonFiniteError, is_finite, nonfinite_message
 from vlbridge.train.objectives import evaluate, get_objective  # noqa: F401 (evaluate: the lm objective's, public here)
-from vlbridge.train.recipe import Recipe, load_recipe, save_recipe
+from vlbridge.recipe import Recipe, load_recipe, save_recipe
 from vlbridge.train.report import format_report
 from vlbridge.train.schedule import warmup_cosine
 from vlbridge.train.state import (latest_checkpoint, load_training_state, remove_partial, restore_rng,
                                   resume_conflicts, save_training_checkpoint, step_checkpoints)
-from vlbridge.weights.cache import cache_dir
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -81,26 +79,6 @@ class MetricsLog:
             for key, value in values.items():
                 if isinstance(value, (int, float)):
                     self.board.add_scalar(key, value, step)
-
-
-def image_loader(built: Built, recipe: Recipe):
-    """Cached features when the encoder is frozen (each image is encoded once), pixels otherwise."""
-    encoder = built.model.vision_encoder
-    if recipe.data.cache_features and encoder.cacheable:
-        return CachedFeatures(encoder, FeatureCache.for_encoder(cache_dir() / "features", encoder))
-    return PixelImages(encoder.preprocess)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def build_seeded(recipe: Recipe) -> Built:
-    """The recipe's model, its new weights (the bridge's) drawn from ``recipe.train.seed`` whatever the global
-    generators held before: one recipe builds one model, in any process and after any other work."""
-    seed_everything(recipe.train.seed)
-    return build_model(recipe.model)
 
 
 def _first_good_batch(bad: BadRecords, collator, samples, path: str):
@@ -176,7 +154,7 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     initialised = initialise_from(model, recipe.model.init_from, log) if recipe.model.init_from else None
     identity = model_identity(model, set(model.trainable_parameters()))
     if state is not None:  # before any wrapping: the checkpoint is checked against this very model
-        load_trained_weights(model, state.folder, recipe)
+        load_trained_weights(model, state.folder, recipe, expected=set(model.trainable_parameters()))
 
     # 2. data (bad records raise, or are skipped and reported at the end: never silently)
     train_set, val_set = read_training_set(data, "train"), read_training_set(data, "val")  # data.format's reader

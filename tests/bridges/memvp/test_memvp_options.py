@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny_memvp import GRID, HAS_IMAGE, PROMPTS, VISION_DIM, make_batch, memvp_model, randomise_memory
 
-from vlbridge.bridges.registry import build_bridge
+from vlbridge.bridges.registry import build_preset
 from vlbridge.errors import ConfigError
 from vlbridge.train.parameter_groups import apply_trainable
 
@@ -52,12 +52,13 @@ def test_concatenated_position_embeddings(llama):
     randomise_memory(model)
     injection = model.bridge.injection
     assert injection.p_k.shape == injection.p_v.shape == (12, 8)
-    assert model.bridge.connector[0].net[2].out_features == 24  # the projector fills d - position_dim features
+    # the injection reads d - position_dim features, so the projector makes just those
+    assert injection.input_width(llama) == 24 and model.bridge.connector.net[2].out_features == 24
     visual, keys, values = memory_of(model, make_batch(PROMPTS, HAS_IMAGE))
-    assert visual.shape == (3, GRID, 32) and torch.count_nonzero(visual[..., 24:]) == 0
+    assert visual.shape == (3, GRID, 24)
     assert torch.equal(keys[..., 24:], injection.p_k.expand(3, -1, -1))
     assert torch.equal(values[..., 24:], injection.p_v.expand(3, -1, -1))
-    torch.testing.assert_close(keys[0, :GRID, :24], 0.5 * visual[0, :, :24])
+    torch.testing.assert_close(keys[0, :GRID, :24], 0.5 * visual[0])
     assert torch.count_nonzero(keys[:, GRID:, :24]) == 0 and torch.count_nonzero(keys[1, :, :24]) == 0
     # it still runs end to end
     out = model(make_batch(PROMPTS, HAS_IMAGE, answers=[[3], [4], [5]]))
@@ -105,8 +106,8 @@ def test_gpt2_reuses_its_own_activation(gpt2):
 
 def test_unknown_options_list_the_valid_ones(llama):
     with pytest.raises(ConfigError, match="num_slots"):
-        build_bridge("memvp", VISION_DIM, llama, {"slots": 3})
+        build_preset("memvp", VISION_DIM, llama, {"slots": 3})
     with pytest.raises(ConfigError, match="valid"):
-        build_bridge("memvp", VISION_DIM, llama, {"position": "prepend"})
+        build_preset("memvp", VISION_DIM, llama, {"position": "prepend"})
     with pytest.raises(ConfigError, match="silu"):
-        build_bridge("memvp", VISION_DIM, llama, {"activation": "swoosh"})
+        build_preset("memvp", VISION_DIM, llama, {"activation": "swoosh"})

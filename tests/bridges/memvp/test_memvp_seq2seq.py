@@ -12,7 +12,7 @@ from tiny_memvp import HAS_IMAGE, PROMPTS, VISION_DIM, make_batch, randomise_mem
 from tiny_seq2seq import KINDS, tiny_seq2seq
 from torch.nn import functional as F
 
-from vlbridge.bridges.registry import build_bridge
+from vlbridge.bridges.registry import build_preset
 from vlbridge.errors import ConfigError
 from vlbridge.models.seq2seq_language_model import Seq2SeqLanguageModel
 from vlbridge.text.tokenize import IGNORE
@@ -26,7 +26,7 @@ def seq2seq_model(kind: str, bridge: str = "memvp", **options) -> VisionLanguage
     lm = Seq2SeqLanguageModel(tiny_seq2seq(kind))
     if bridge == "memvp":
         options.setdefault("num_slots", 12)
-    return VisionLanguageModel(lm, build_bridge(bridge, VISION_DIM, lm, options)).eval()
+    return VisionLanguageModel(lm, build_preset(bridge, VISION_DIM, lm, options)).eval()
 
 
 def batch_with_targets(side: str = "right", seed: int = 0, answers=ANSWERS):
@@ -83,7 +83,7 @@ def test_memory_in_decoder_leaves_the_encoder_bare():
 def test_memory_in_errors():
     with pytest.raises(ConfigError, match="the LM has no encoder to put the memory in; its stacks: \\['decoder'\\]"):
         lm = tiny_llama()
-        VisionLanguageModel(lm, build_bridge("memvp", VISION_DIM, lm, {"memory_in": "encoder"}))
+        VisionLanguageModel(lm, build_preset("memvp", VISION_DIM, lm, {"memory_in": "encoder"}))
     with pytest.raises(ConfigError, match="unknown memory_in 'cross'; valid"):
         seq2seq_model("t5", memory_in="cross")
 
@@ -135,7 +135,7 @@ def test_gated_t5_ffn_gets_the_codes_parallel_branch():
 def test_pretrained_names_kept_and_only_the_bridge_trains(kind):
     lm = Seq2SeqLanguageModel(tiny_seq2seq(kind))
     before = list(lm.model.state_dict())
-    model = VisionLanguageModel(lm, build_bridge("memvp", VISION_DIM, lm, {"num_slots": 12, "projector_layers": 1}))
+    model = VisionLanguageModel(lm, build_preset("memvp", VISION_DIM, lm, {"num_slots": 12, "projector_layers": 1}))
     assert list(lm.model.state_dict()) == before
     assert [k for k in model.state_dict() if k.startswith("language_model.")] == [f"language_model.model.{k}" for k in before]
     model.train()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from vlbridge.batch import Batch, ImageInputs
-from vlbridge.bridges.registry import build_bridge
+from vlbridge.bridges.registry import build_preset
 from vlbridge.models.language_model import LanguageModel
 from vlbridge.text.tokenize import IGNORE, IMAGE_TOKEN_ID
 from vlbridge.vlm import VisionLanguageModel
@@ -34,7 +34,7 @@ def tiny_gpt2(layers: int = 2) -> LanguageModel:
 
 def memvp_model(lm: LanguageModel, **options) -> VisionLanguageModel:
     options.setdefault("num_slots", 12)
-    return VisionLanguageModel(lm, build_bridge("memvp", VISION_DIM, lm, options)).eval()
+    return VisionLanguageModel(lm, build_preset("memvp", VISION_DIM, lm, options)).eval()
 
 
 def randomise_memory(model: VisionLanguageModel, seed: int = 1) -> None:

@@ -36,6 +36,7 @@ dropout mask is drawn 16 bits at a time (``dropout.py``, p rounded to a multiple
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -46,9 +47,29 @@ from vlbridge.bridges.injections.base import Injection
 from vlbridge.bridges.injections.dropout import dropout
 from vlbridge.bridges.injections.shared_memory import SharedMemory
 from vlbridge.bridges.injections.splice import splice_visual_tokens
+from vlbridge.cost import lm_forward_flops
 from vlbridge.errors import ConfigError
 
 POSITION_MODES = ("add", "concat")
+MEMORY_IN = {"both": None, "encoder": ("encoder",), "decoder": ("decoder",)}  # option -> the injection's stacks
+
+
+@dataclass(frozen=True)
+class MemorySpaceOptions:
+    """MemVP's memory: where the slots go and how keys and values are made (the MemVP preset sets these)."""
+
+    num_slots: int = 320  # M >= n memory slots; code: 320 for 256 patches (7B), 400 (13B)
+    lam: float = 0.01  # lambda, scale of f(z) in keys and values (code)
+    scale: float | None = None  # s; None = 0.1 on gated FFNs (released scripts), 1.0 on non-gated (literal concat)
+    dropout: float | None = None  # on phi(x K^T); None = 0.1 on gated FFNs (code), 0.0 on non-gated
+    activation: str | None = None  # phi; None = silu on gated FFNs (code), the FFN's own activation on non-gated
+    layers: tuple[int, ...] | None = None  # layers with memory, indexed within each stack; None = every layer (code)
+    memory_in: str = "both"  # encoder-decoder LMs: encoder | decoder | both (ours; unpublished); decoder-only: both
+    visual_prompts: bool = True  # False = position embeddings only, f(z) = 0 (ablation "w/o visual prompts")
+    position: str = "add"  # add (code) | concat: p_k / p_v on their own feature range (ablation, layout ours)
+    position_dim: int | None = None  # concat only: width of p_k / p_v; None = d // 2 (ours)
+    visual_in_keys: bool = True  # lam f(z) enters the keys (False: ablation "values only")
+    visual_in_values: bool = True  # lam f(z) enters the values (False: ablation "keys only")
 
 
 def activation_by_name(name: str) -> Callable[[Tensor], Tensor]:
@@ -200,17 +221,28 @@ class MemorySpaceInjection(Injection):
         self._inputs.clear()
 
     # --- the memory -----------------------------------------------------------------------------
-    def visual_part(self, visual: Tensor, has_image: Tensor) -> Tensor:
-        """lam * f(z) as it enters the memory: (B, n, d) visual vectors -> (B, M, d_c), with f(z) = 0 on
-        rows without an image (the code's indicator), on slots past n, and everywhere without visual
-        prompts. d_c = d, or d - position_dim in ``concat`` mode."""
+    @property
+    def max_visual_tokens(self) -> int:
+        return self.num_slots
+
+    def input_width(self, language_model=None) -> int:
+        """d_c: d, or d - position_dim in ``concat`` mode (the position embeddings fill the rest)."""
+        return self.width if self.position == "add" else self.width - self.position_dim
+
+    def visual_part(self, visual: Tensor, has_image: Tensor, visual_lengths: Tensor | None = None) -> Tensor:
+        """lam * f(z) as it enters the memory: (B, n, d_c) visual vectors -> (B, M, d_c), with f(z) = 0 on
+        rows without an image (the code's indicator), on slots past n (or past the row's ``visual_lengths``),
+        and everywhere without visual prompts. d_c = :meth:`input_width`."""
         B, n, d = visual.shape
+        content_dim = self.input_width()
         if n > self.num_slots:
             raise ValueError(f"{n} visual vectors do not fit in {self.num_slots} memory slots; raise num_slots")
-        if d != self.width:
-            raise ValueError(f"visual vectors are {d} wide, the memory expects {self.width}")
-        content_dim = self.width if self.position == "add" else self.width - self.position_dim
-        content = visual[..., :content_dim] * (self.lam * has_image.to(visual.dtype))[:, None, None]
+        if d != content_dim:
+            raise ValueError(f"visual vectors are {d} wide, the memory expects {content_dim}")
+        keep = self.lam * has_image.to(visual.dtype)[:, None, None]  # (B, 1, 1)
+        if visual_lengths is not None:
+            keep = keep * (torch.arange(n, device=visual.device) < visual_lengths[:, None])[..., None].to(visual.dtype)
+        content = visual * keep
         if not self.visual_prompts:
             content = torch.zeros_like(content)
         return F.pad(content, (0, 0, 0, self.num_slots - n))  # (B, M, d_c)
@@ -224,9 +256,9 @@ class MemorySpaceInjection(Injection):
             return content + position
         return torch.cat([content, position], dim=-1)
 
-    def memory(self, visual: Tensor, has_image: Tensor) -> tuple[Tensor, Tensor]:
-        """Keys and values (B, M, d) for a batch's visual vectors (B, n, d)."""
-        content = self.visual_part(visual, has_image)
+    def memory(self, visual: Tensor, has_image: Tensor, visual_lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Keys and values (B, M, d) for a batch's visual vectors (B, n, d_c)."""
+        content = self.visual_part(visual, has_image, visual_lengths)
         keys = self._with_position(content, self.p_k, self.visual_in_keys)
         values = self._with_position(content, self.p_v, self.visual_in_values)
         return keys, values
@@ -274,12 +306,13 @@ class MemorySpaceInjection(Injection):
 
     # --- the Injection interface ----------------------------------------------------------------
     @contextmanager
-    def inject(self, language_model, input_ids, attention_mask, visual, has_image, labels=None, padding_side="right"):
+    def inject(self, language_model, input_ids, attention_mask, visual, has_image, labels=None, padding_side="right",
+               visual_lengths=None):
         if not self._hooks:
             raise RuntimeError("attach() the memory-space injection to the language model first")
         if self._memory is not None:
             raise RuntimeError("memory-space injections do not nest")
-        self._memory = SharedMemory(*self.memory(visual, has_image))
+        self._memory = SharedMemory(*self.memory(visual, has_image, visual_lengths))
         try:
             # n = 0: the image placeholder is removed and the LM sees the text only
             yield splice_visual_tokens(language_model.embed, input_ids, attention_mask, visual[:, :0], labels,
@@ -290,6 +323,22 @@ class MemorySpaceInjection(Injection):
 
     def visual_sequence_length(self, num_visual: int) -> int:
         return 0
+
+    def lm_flops(self, language_model, text_tokens: int, num_visual: int, logit_positions: int) -> int:
+        """The text-only sequence, with ``num_slots`` extra slots in each memory layer's FFN (``4·T·d·M``),
+        whether or not the sample has an image (text-only rows keep p_k / p_v)."""
+        stacks = {stack: len(self.layers_in(stack)) for stack in ("encoder", "decoder")}
+        return lm_forward_flops(language_model, text_tokens, logit_positions, self.num_slots, stacks)
+
+    def describe_cost(self) -> str:
+        return f"{self.num_slots} memory slots per FFN in {len(self.layers)} layers"
+
+    def activation_bytes(self, language_model, tokens: int, num_visual: int, rows: int,
+                         bytes_per_value: int = 4) -> int:
+        """Each memory layer keeps its input and its slot activations before and after dropout (d + 2M per
+        token), and the keys and values once per row (2·M·d)."""
+        per_token = len(self.layers) * (self.width + 2 * self.num_slots)
+        return (tokens * per_token + rows * 2 * self.num_slots * self.width) * bytes_per_value
 
     @contextmanager
     def capture_inputs(self):
@@ -306,3 +355,31 @@ class MemorySpaceInjection(Injection):
         stacks = "" if self.stacks is None else f", stacks={list(self.stacks)}"
         return (f"slots={self.num_slots}, width={self.width}, lam={self.lam}, scale={self.scale}, "
                 f"dropout={self.dropout}, position={self.position}, layers={self.layers or self.layer_indices}{stacks}")
+
+
+def build_memory_space(language_model, options: MemorySpaceOptions) -> MemorySpaceInjection:
+    """Registry builder: None options take the values the FFN's layout calls for (module docstring)."""
+    d = language_model.hidden_size
+    gated = language_model.layout.gated
+    if options.memory_in not in MEMORY_IN:
+        raise ConfigError(f"memory_space: unknown memory_in {options.memory_in!r}; valid: {list(MEMORY_IN)}")
+    position_dim = None
+    if options.position == "concat":
+        position_dim = options.position_dim if options.position_dim is not None else d // 2
+        if not 0 < position_dim < d:
+            raise ConfigError(f"memory_space: position_dim must be in 1..{d - 1}, got {position_dim}")
+    return MemorySpaceInjection(
+        d,
+        num_slots=options.num_slots,
+        lam=options.lam,
+        scale=options.scale if options.scale is not None else (0.1 if gated else 1.0),
+        dropout=options.dropout if options.dropout is not None else (0.1 if gated else 0.0),
+        activation=options.activation if options.activation is not None else ("silu" if gated else None),
+        layers=None if options.layers is None else tuple(options.layers),
+        stacks=MEMORY_IN[options.memory_in],
+        visual_prompts=options.visual_prompts,
+        position=options.position,
+        position_dim=position_dim,
+        visual_in_keys=options.visual_in_keys,
+        visual_in_values=options.visual_in_values,
+    )

@@ -1,9 +1,12 @@
 """Replace each row's image placeholder by that row's visual tokens, for the whole batch at once.
 
 Every output position is computed arithmetically (no per-sample Python loop): a real token's position is
-its rank among the row's real tokens, plus ``n - 1`` if it comes after the row's placeholder; visual token ``j`` lands at ``placeholder + j``; rows
-are aligned left or right in the output so left-padded batches stay left-padded for generation.
-With ``n = 0`` the placeholder is simply removed (memory-space injection keeps the sequence text-only).
+its rank among the row's real tokens, plus ``n_b - 1`` if it comes after the row's placeholder; visual token
+``j < n_b`` lands at ``placeholder + j``, where ``n_b`` is the row's number of visual tokens (``n`` for every
+row, or ``visual_lengths[b]`` when images of different sizes share a batch: no padding token enters the LM).
+Rows are aligned left or right in the output so left-padded batches stay left-padded for generation.
+With ``n = 0`` the placeholder is simply removed (memory-space and cross-attention injections keep the
+sequence text-only).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def splice_visual_tokens(
     visual: Tensor,  # (B, n, d) visual tokens; rows without a placeholder ignore theirs
     labels: Tensor | None = None,  # (B, L)
     padding_side: str = "right",
+    visual_lengths: Tensor | None = None,  # (B,) visual tokens of each row (<= n); None = n for every row
 ) -> Spliced:
     B, L = input_ids.shape
     n = visual.shape[1]
@@ -40,13 +44,19 @@ def splice_visual_tokens(
     text_embeds = embed(input_ids.masked_fill(is_image, 0))  # (B, L, d)
     has_image = is_image.any(1)  # (B,)
     real = attention_mask.bool()
-    lengths = real.sum(1) + (n - 1) * has_image.long()  # (B,) each row's length after splicing
+    if visual_lengths is None:
+        per_row = torch.full((B,), n, dtype=torch.long, device=input_ids.device)  # (B,)
+    else:
+        per_row = visual_lengths.to(device=input_ids.device, dtype=torch.long)
+        if per_row.shape != (B,) or bool(((per_row < 0) | (per_row > n)).any()):
+            raise ValueError(f"visual_lengths must be (B,) = ({B},) values in 0..{n}, got {visual_lengths.tolist()}")
+    lengths = real.sum(1) + (per_row - 1) * has_image.long()  # (B,) each row's length after splicing
     width = int(lengths.max())
     # rows shorter than the widest are shifted right by the gap when left-padding
     offset = (width - lengths) if padding_side == "left" else torch.zeros_like(lengths)  # (B,)
     rank = real.long().cumsum(1) - 1  # (B, L) index of each real token within its row
     after = (is_image.long().cumsum(1) - is_image.long()).bool()  # (B, L) strictly after the placeholder
-    text_pos = rank + (n - 1) * after.long() + offset[:, None]  # (B, L)
+    text_pos = rank + (per_row[:, None] - 1) * after.long() + offset[:, None]  # (B, L)
 
     d = text_embeds.shape[-1]
     out = text_embeds.new_zeros(B, width, d)
@@ -64,7 +74,9 @@ def splice_visual_tokens(
         start = (rank.gather(1, is_image.long().argmax(1, keepdim=True)).squeeze(1) + offset)[has_image]  # (B_img,)
         img_rows = torch.nonzero(has_image).squeeze(1)[:, None].expand(-1, n)  # (B_img, n)
         img_pos = start[:, None] + torch.arange(n, device=input_ids.device)  # (B_img, n)
-        out[img_rows, img_pos] = visual[has_image].to(out.dtype)
+        valid = torch.arange(n, device=input_ids.device) < per_row[has_image][:, None]  # (B_img, n)
+        img_rows, img_pos = img_rows[valid], img_pos[valid]
+        out[img_rows, img_pos] = visual[has_image][valid].to(out.dtype)
         out_mask[img_rows, img_pos] = 1
         visual_positions[img_rows, img_pos] = True
     return Spliced(out, out_mask, out_labels, visual_positions)

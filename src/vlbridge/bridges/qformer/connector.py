@@ -4,25 +4,30 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from vlbridge.bridges.connectors.base import Connector
 from vlbridge.bridges.qformer.config import QFormerConfig
 from vlbridge.bridges.qformer.model import QFormer, build_qformer
 
 
-class QFormerConnector(nn.Module):
-    """(B, n, d_v) image features -> (B, Q, d) visual vectors in the LM's embedding space.
+class QFormerConnector(Connector):
+    """(B, n, d_v) image features -> (B, Q, d) visual vectors, Q learned queries whatever n is.
 
-    `qformer` and `ln_vision` are shared with the stage-1 model when stage 1 was run; the language projection
-    is new in stage 2 (BLIP-2 trains the whole Q-Former in stage 2 too).
+    ``qformer`` and ``ln_vision`` are shared with the stage-1 model (``stage1``: ITC/ITM/ITG heads, or None)
+    when stage 1 is trained or its retrieval embeddings are wanted; the language projection is new in stage 2
+    (BLIP-2 trains the whole Q-Former in stage 2 too).
     """
 
-    def __init__(self, qformer: QFormer, language_projection: nn.Linear, ln_vision: nn.Module | None = None):
+    def __init__(self, qformer: QFormer, language_projection: nn.Linear, ln_vision: nn.Module | None = None,
+                 stage1: nn.Module | None = None):
         super().__init__()
         self.ln_vision = ln_vision if ln_vision is not None else nn.Identity()
         self.qformer = qformer
         self.language_projection = language_projection  # Hugging Face Blip2ForConditionalGeneration name
+        self.stage1 = stage1  # registered after qformer / ln_vision, so the shared tensors keep those names
+        self.input_width = qformer.encoder_hidden_size
+        self.output_width = language_projection.out_features
 
-    @property
-    def num_output_tokens(self) -> int:
+    def num_output_tokens(self, num_inputs: int) -> int:
         """Visual tokens per image, whatever the image size: the number of learned queries."""
         return self.qformer.query_tokens.shape[1]
 

@@ -19,11 +19,18 @@ from vlbridge.errors import ConfigError
 @dataclass
 class ModelConfig:
     language_model: str = "smollm2-135m"  # registry name or a local Hugging Face causal-LM folder
-    vision_encoder: str = "dinov2-small"  # registry name or a local CLIP / SigLIP / DINOv2 folder
+    vision_encoder: str = "dinov2-small"  # registry name, a local CLIP / SigLIP / DINOv2 folder, or "none" (the
+    # connector reads pixels itself: encoder-free models)
     vision_layer: int | None = None  # encoder layer giving the grid; None = the preset's (ViT: -2, penultimate, CLS dropped)
     vision_adapter_dim: int | None = None  # bottleneck adapters inside the ViT (MemVP code: 12); None = off
-    bridge: str = "llava"  # bridge preset (vlbridge.bridges.registry.BRIDGES)
+    bridge: str | None = "llava"  # preset (vlbridge.bridges.registry.PRESETS): a named connector + injection pair
+    # with their options; null = no preset (then name connector and injection)
     bridge_options: dict[str, Any] = field(default_factory=dict)  # the preset's options (see its dataclass)
+    connector: str | None = None  # replaces the preset's connector (vlbridge.bridges.registry.CONNECTORS)
+    connector_options: dict[str, Any] = field(default_factory=dict)  # merged over the preset's connector options
+    # (over none when `connector` names another connector); see the connector's options dataclass
+    injection: str | None = None  # replaces the preset's injection (vlbridge.bridges.registry.INJECTIONS)
+    injection_options: dict[str, Any] = field(default_factory=dict)  # merged likewise over the preset's
     lora_rank: int = 0  # LoRA rank on the LM (peft); 0 = no LoRA
     lora_alpha: int = 16  # LoRA scaling numerator (scale = alpha / rank)
     lora_dropout: float = 0.05  # dropout on the LoRA branch input

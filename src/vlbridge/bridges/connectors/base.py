@@ -1,0 +1,67 @@
+"""The interface every connector implements: what it consumes, how many vectors it emits, what it costs.
+
+A connector turns what the visual front end gives into visual vectors for an injection:
+
+- ``consumes = "features"``: grid features (B, n, d_v) of a frozen vision encoder (MLP projector, Q-Former,
+  Perceiver resampler);
+- ``consumes = "pixels"``: pixel tensors (B, C, H, W) straight from the image, with no encoder at all
+  (a linear patch embedding, EVE's patch embedding layer); such a connector also owns the preprocessing
+  (:meth:`preprocess`, which may add channels such as a valid-pixel mask) and the visual token count
+  (``max_inputs``; a forward may return ``(vectors, lengths)`` when images of different sizes give different
+  counts).
+
+Building checks the handshake (:func:`vlbridge.bridges.registry.build_bridge`): the front end gives what
+the connector consumes, the connector's output width is what the injection takes, and the injection has
+room for the connector's vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from vlbridge.cost import saved_activation_bytes
+from vlbridge.flops import count_flops
+
+CONSUMES = ("features", "pixels")
+
+
+class Connector(nn.Module):
+    """(B, n, d_v) features or (B, 3, H, W) pixels -> (B, n', d_out) visual vectors.
+
+    Subclasses set ``consumes`` and ``output_width`` and override :meth:`num_output_tokens` when n' != n.
+    The cost methods measure one image with torch's counters unless a subclass gives a closed form.
+    """
+
+    consumes: str = "features"
+    input_width: int  # d_v (features) or 3 (pixels)
+    output_width: int  # d_out, what the injection reads
+    max_inputs: int | None = None  # pixel connectors: input patches of the largest image they take
+
+    def num_output_tokens(self, num_inputs: int) -> int:
+        """Visual vectors per image for ``num_inputs`` input vectors (pixels: patches of the largest image)."""
+        return num_inputs
+
+    def example_input(self, num_inputs: int) -> Tensor:
+        """One image's worth of input, zeros: (1, num_inputs, d_v) features (pixel connectors override)."""
+        parameter = next(self.parameters(), None)
+        dtype = parameter.dtype if parameter is not None else torch.float32
+        return torch.zeros(1, num_inputs, self.input_width, dtype=dtype)
+
+    def flops(self, num_inputs: int) -> int:
+        """Forward FLOPs for one image of ``num_inputs`` input vectors (measured by torch's flop counter)."""
+        example = self.example_input(num_inputs)
+        with torch.no_grad():
+            return count_flops(lambda: self(example))
+
+    def activation_bytes(self, num_inputs: int) -> int:
+        """Bytes autograd keeps for the backward pass of one image (measured; parameters excluded)."""
+        example = self.example_input(num_inputs)
+        return saved_activation_bytes(self, lambda: self(example))
+
+    def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
+        """Pixel connectors: PIL images -> (B, C, H, W). Feature connectors read an encoder's preprocessing."""
+        raise NotImplementedError(f"{type(self).__name__} consumes {self.consumes}, not images")
