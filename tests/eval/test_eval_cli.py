@@ -189,7 +189,8 @@ def build_probe(input_width, output_width, options: ProbeOptions, vocab: int):
 @pytest.fixture
 def probe_bridge(monkeypatch, tiny_llama_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    monkeypatch.setitem(registry.CONNECTORS, "probe", (ProbeOptions, partial(build_probe, vocab=len(tokenizer))))
+    monkeypatch.setitem(registry.CONNECTORS, "probe",
+                        registry.ConnectorEntry(ProbeOptions, partial(build_probe, vocab=len(tokenizer)), "features"))
     monkeypatch.setitem(retrieval.TEXT_TOKENIZERS, "probe", lambda: tokenizer)
     return tokenizer
 

@@ -1,7 +1,8 @@
 """The bridge registries: plain dicts from name to (options dataclass, builder).
 
-- :data:`CONNECTORS`: ``builder(input_width, output_width, options) -> Connector`` (input width: the encoder's
-  feature width, or 3 for pixels; output width: what the injection reads);
+- :data:`CONNECTORS`: (options, ``builder(input_width, output_width, options) -> Connector``, what it consumes:
+  ``features`` of a vision encoder or ``pixels``; input width: the encoder's feature width, or 3 for pixels;
+  output width: what the injection reads);
 - :data:`INJECTIONS`: ``builder(language_model, options) -> Injection``;
 - :data:`PRESETS`: a paper's named default pair, ``expand(options) -> BridgeSpec``.
 
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from vlbridge.bridges.bridge import Bridge
 from vlbridge.bridges.connectors.mlp import MLPOptions, build_mlp
 from vlbridge.bridges.connectors.patch import PatchOptions, build_patch_connector
 from vlbridge.bridges.connectors.zeros import ZerosOptions, build_zeros
+from vlbridge.bridges.injections.cross_attention import CrossAttentionOptions, build_cross_attention
 from vlbridge.bridges.injections.input_space import InputSpaceOptions, build_input_space
 from vlbridge.bridges.injections.memory_space import MemorySpaceOptions, build_memory_space
 from vlbridge.bridges.llava import LlavaOptions, llava_spec
@@ -28,16 +30,23 @@ from vlbridge.bridges.qformer.bridge import Blip2Options, QFormerOptions, blip2_
 from vlbridge.bridges.spec import BridgeSpec
 from vlbridge.errors import ConfigError
 
-CONNECTORS: dict[str, tuple[type, Callable[..., Any]]] = {
-    "mlp": (MLPOptions, build_mlp),  # LLaVA / MemVP projector, features -> one vector each
-    "qformer": (QFormerOptions, build_qformer_bridge_connector),  # BLIP-2: features -> 32 learned queries
-    "zeros": (ZerosOptions, build_zeros),  # zero vectors: MemVP's "w/o visual prompts" ablation
-    "patch": (PatchOptions, build_patch_connector),  # pixels -> linear patch embedding (Fuyu), no encoder
+class ConnectorEntry(NamedTuple):
+    options: type  # the options dataclass
+    build: Callable[..., Any]  # (input_width, output_width, options) -> Connector
+    consumes: str  # features (a vision encoder's) | pixels (no encoder)
+
+
+CONNECTORS: dict[str, ConnectorEntry] = {
+    "mlp": ConnectorEntry(MLPOptions, build_mlp, "features"),  # LLaVA / MemVP projector: one vector per feature
+    "qformer": ConnectorEntry(QFormerOptions, build_qformer_bridge_connector, "features"),  # BLIP-2: 32 queries
+    "zeros": ConnectorEntry(ZerosOptions, build_zeros, "features"),  # MemVP's "w/o visual prompts" ablation
+    "patch": ConnectorEntry(PatchOptions, build_patch_connector, "pixels"),  # linear patch embedding (Fuyu)
 }
 
 INJECTIONS: dict[str, tuple[type, Callable[..., Any]]] = {
     "input_space": (InputSpaceOptions, build_input_space),  # spliced into the token sequence
     "memory_space": (MemorySpaceOptions, build_memory_space),  # MemVP: extra key/value slots of every FFN
+    "cross_attention": (CrossAttentionOptions, build_cross_attention),  # Flamingo: gated x-attn blocks
 }
 
 PRESETS: dict[str, tuple[type, Callable[..., BridgeSpec]]] = {
@@ -102,20 +111,23 @@ def build_bridge(spec: BridgeSpec, language_model, vision_width: int | None = No
     ``vision_width`` (None: no encoder, the connector reads pixels), checking the handshake: the front end gives
     what the connector consumes, the connector's vectors are as wide as the injection reads, and there are no
     more of them than the injection has room for."""
-    connector_type, connector_builder = _entry(CONNECTORS, spec.connector, "connector", "model.connector")
+    entry = _entry(CONNECTORS, spec.connector, "connector", "model.connector")
     injection_type, injection_builder = _entry(INJECTIONS, spec.injection, "injection", "model.injection")
+    pair = f"connector {spec.connector!r} -> injection {spec.injection!r}"
+    if entry.consumes == "pixels" and vision_width is not None:
+        raise ConfigError(f"{pair}: the connector reads pixels, so there is no vision encoder to run; set "
+                          "model.vision_encoder: none")
+    if entry.consumes == "features" and vision_width is None:
+        raise ConfigError(f"{pair}: the connector reads vision features, but model.vision_encoder is none; name an "
+                          "encoder, or choose a connector that reads pixels")
     injection = injection_builder(language_model, parse_options(injection_type, spec.injection_options,
                                                                 f"injection {spec.injection!r}"))
     width = injection.input_width(language_model)
-    connector = connector_builder(vision_width if vision_width is not None else 3, width,
-                                  parse_options(connector_type, spec.connector_options, f"connector {spec.connector!r}"))
-    pair = f"connector {spec.connector!r} -> injection {spec.injection!r}"
-    if connector.consumes == "pixels" and vision_width is not None:
-        raise ConfigError(f"{pair}: the connector reads pixels, so there is no vision encoder to run; set "
-                          "model.vision_encoder: none")
-    if connector.consumes == "features" and vision_width is None:
-        raise ConfigError(f"{pair}: the connector reads vision features, but model.vision_encoder is none; name an "
-                          "encoder, or choose a connector that reads pixels")
+    connector = entry.build(vision_width if vision_width is not None else 3, width,
+                            parse_options(entry.options, spec.connector_options, f"connector {spec.connector!r}"))
+    if connector.consumes != entry.consumes:
+        raise ConfigError(f"connector {spec.connector!r} is registered as reading {entry.consumes}, its module reads "
+                          f"{connector.consumes}")
     if connector.output_width != width:
         raise ConfigError(f"{pair}: the connector gives {connector.output_width}-wide vectors, the injection reads "
                           f"{width}-wide ones")
