@@ -38,6 +38,7 @@ Other processes on the cores slow all of it several times (the quick ablations t
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --suite ablations
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --suite ablations --tasks short
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --suite scienceqa
+    python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --suite grid --steps 300    # composed pairs
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --configs llava-256 --tasks mc
     python benchmarks/bridge_accuracy.py --out runs/bridge_accuracy --summary-only     # tables and plot again
     python benchmarks/bridge_accuracy.py --out /tmp/acc_quick --quick --suite main    # the pipeline in ~1 min
@@ -59,6 +60,7 @@ from vlbridge_cli.demo import COMMON_SETTINGS, DEMO_SETTINGS
 # name -> recipe overrides (the bridge, its options, its learning rate: the demo's per bridge)
 LLAVA = ["model.bridge=llava", *DEMO_SETTINGS["llava"]]  # 2x2 pooling: 64 visual tokens, lr 1e-3
 MEMVP = ["model.bridge=memvp", *DEMO_SETTINGS["memvp"]]  # 256 grid features, 320 slots, lr 3e-3
+BLIP2 = ["model.bridge=blip2", "train.lr=1e-4"]  # BLIP-2's stage-2 peak lr (recipes/blip2/stage2.yaml)
 CONFIGS: dict[str, list[str]] = {
     "llava": LLAVA,
     "llava-256": [*LLAVA, "model.bridge_options.pool=1"],  # all 256 grid tokens (~3x the cost of 64; in no suite)
@@ -72,6 +74,14 @@ CONFIGS: dict[str, list[str]] = {
     # not in the paper's table, in no suite
     "memvp-slots-256": [*MEMVP, "model.bridge_options.num_slots=256"],  # one slot per patch, no free memories
     "memvp-scale-1": [*MEMVP, "model.bridge_options.scale=1.0"],  # s = 1 instead of the released 0.1
+    # composed pairs (suite "grid"): the Q-Former at BLIP-2's stage-2 lr (MiniLM init, 32 queries), the MLP
+    # pairs at their preset's
+    "blip2": BLIP2,
+    "qformer-memory": [*BLIP2, "model.injection=memory_space"],  # 32 queries as memory slots (no paper has it)
+    "mlp-xattn": [*LLAVA, "model.injection=cross_attention"],  # Flamingo's gated blocks over 64 vectors (ditto)
+    "patch-input": ["model.bridge=null", "model.vision_encoder=none", "model.connector=patch",
+                    "model.connector_options={image_size: 112}", "model.injection=input_space",
+                    "train.lr=1e-3"],  # encoder-free: 16-px patches of a 112-px image, 49 tokens
 }
 
 # task -> the score that is its accuracy (vlbridge.eval.scoring.score_sample). short and mc read the Shapes
@@ -86,6 +96,7 @@ OPTION_TEXT_TASKS = {"mc-text"}
 SUITES = {
     "main": (["llava", "memvp"], ["short", "mc"]),
     "scienceqa": (["llava", "memvp"], ["sqa"]),
+    "grid": (["llava", "memvp", "blip2", "qformer-memory", "mlp-xattn"], ["short"]),
     "ablations": (["memvp", "memvp-no-visual-prompts", "memvp-global", "memvp-position-concat", "memvp-keys-only",
                    "memvp-values-only"], ["mc-text"]),
 }

@@ -111,3 +111,58 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(saved, monkeypatch):
         save_checkpoint(built.model, recipe, folder)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_the_checkpoint_records_the_pair_and_what_was_left_untrained(saved):
+    folder, _ = saved
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["format"] == checkpoint.FORMAT
+    assert meta["spec"]["connector"] == "mlp" and meta["spec"]["injection"] == "input_space"
+    assert meta["spec"]["connector_options"] == {"hidden": None, "activation": "gelu", "layers": 2}
+    assert meta["untrained"] == []  # the whole bridge trained
+
+
+def test_a_checkpoint_without_a_tensor_the_model_needs_is_refused(saved):
+    folder, _ = saved
+    meta = json.loads((folder / "meta.json").read_text())
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(folder / checkpoint.WEIGHTS))
+    dropped = sorted(state)[0]
+    del state[dropped]
+    save_file(state, str(folder / checkpoint.WEIGHTS))
+    meta["parameters"].pop(dropped)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=rf"missing \['{dropped}'\]"):
+        load_run(folder)
+
+
+@pytest.mark.parametrize("old, new, overrides", [
+    ("bridge.connector.0.net.", "bridge.connector.net.", ["model.bridge=memvp", "model.bridge_options={position: concat}"]),
+    ("bridge.stage1.", "bridge.connector.stage1.", [
+        "model.bridge=blip2", "model.bridge_options={init: random, num_query_tokens: 4, embed_dim: 16, stage1: true, "
+        "sizes: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64}}"]),
+])
+def test_a_checkpoint_of_the_format_before_composed_bridges_still_loads(tmp_path, make_recipe, old, new, overrides):
+    """Format 1 had no spec, no untrained list, MemVP's concat projector wrapped in a padding layer and BLIP-2's
+    stage-1 heads under bridge.stage1 (checkpoint.LEGACY_RENAMES)."""
+    from safetensors.torch import load_file, save_file
+
+    recipe = make_recipe(*overrides)
+    built = build_model(recipe.model)
+    apply_trainable(built.model, recipe.train.trainable)
+    with torch.no_grad():
+        for p in built.model.trainable_parameters().values():
+            p.normal_()
+    folder = save_checkpoint(built.model, recipe, tmp_path / "old")
+    state = load_file(str(folder / checkpoint.WEIGHTS))
+    assert any(k.startswith(new) for k in state)
+    save_file({(old + k[len(new):] if k.startswith(new) else k): v for k, v in state.items()},
+              str(folder / checkpoint.WEIGHTS))
+    meta = json.loads((folder / "meta.json").read_text())
+    for key in ("format", "spec", "untrained"):
+        meta.pop(key)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    loaded, _ = load_run(folder)
+    for name, tensor in built.model.trainable_state_dict().items():
+        assert torch.equal(loaded.model.get_parameter(name), tensor), name
