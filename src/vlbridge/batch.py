@@ -17,11 +17,17 @@ from vlbridge.text.tokenize import IGNORE, Encoded, TruncationPolicy, encode_sam
 @dataclass
 class ImageInputs:
     """What the model needs of the batch's images, for the rows with an image only (B_img of them):
-    either pixels for the vision encoder, or features a frozen encoder computed earlier (the cache)."""
+    either pixels (for the vision encoder, or for a connector that reads pixels), or features a frozen encoder
+    computed earlier (the cache); in training, also a teacher encoder's features for an auxiliary loss."""
 
-    pixel_values: Tensor | None = None  # (B_img, 3, H, W)
+    pixel_values: Tensor | None = None  # (B_img, C, H, W)
     grid: Tensor | None = None  # (B_img, n, d_v)
     pooled: Tensor | None = None  # (B_img, d_v)
+    teacher: Tensor | None = None  # (B_img, n_t, d_t) the teacher encoder's grid features (training only)
+
+    def to(self, device) -> "ImageInputs":
+        move = lambda t: t.to(device) if isinstance(t, Tensor) else t  # noqa: E731
+        return ImageInputs(move(self.pixel_values), move(self.grid), move(self.pooled), move(self.teacher))
 
 
 @dataclass
@@ -40,9 +46,8 @@ class Batch:
 
     def to(self, device) -> "Batch":
         move = lambda t: t.to(device) if isinstance(t, Tensor) else t  # noqa: E731
-        images = ImageInputs(move(self.images.pixel_values), move(self.images.grid), move(self.images.pooled))
         return replace(self, input_ids=move(self.input_ids), attention_mask=move(self.attention_mask),
-                       labels=move(self.labels), has_image=move(self.has_image), images=images,
+                       labels=move(self.labels), has_image=move(self.has_image), images=self.images.to(device),
                        targets=move(self.targets))
 
     @property

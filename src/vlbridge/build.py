@@ -53,7 +53,9 @@ def build_front_end(config: ModelConfig):
     return build_vision_encoder(config.vision_encoder, layer=config.vision_layer, adapter_dim=config.vision_adapter_dim)
 
 
-def build_model(config: ModelConfig) -> Built:
+def build_model(config: ModelConfig, training: bool = False) -> Built:
+    """The model ``config`` names; ``training`` also builds its teacher encoder, if it names one."""
+    from vlbridge.encoders import build_vision_encoder
     from vlbridge.weights import load_language_model
 
     spec = resolve_spec(config)  # before any weights load: a typo should not cost a model load
@@ -64,7 +66,10 @@ def build_model(config: ModelConfig) -> Built:
     encoder = build_front_end(config)
     width, tokens = (encoder.feature_dim, encoder.num_tokens) if encoder is not None else (None, None)
     bridge = build_bridge(spec, language_model, width, tokens)
-    model = VisionLanguageModel(language_model, bridge, encoder)
+    teacher = None
+    if training and config.teacher_encoder is not None:
+        teacher = build_vision_encoder(config.teacher_encoder, layer=config.teacher_layer)
+    model = VisionLanguageModel(language_model, bridge, encoder, teacher)
     chat_format = chat_format_for(tokenizer, config.chat_format, config.system_prompt)
     if language_model.is_encoder_decoder:  # prompt -> encoder, answer -> decoder (vlbridge.text.seq2seq)
         chat_format = replace(chat_format, encoder_decoder=True)

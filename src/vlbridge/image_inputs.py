@@ -1,4 +1,9 @@
-"""How a batch gets its images: pixels for the encoder, or features a frozen encoder computed once."""
+"""How a batch gets its images: pixels for the encoder (or a connector that reads pixels), or features a frozen
+encoder computed once; in training, also a frozen teacher encoder's features (cached too).
+
+Every loader is called on samples with an image and returns :class:`ImageInputs`; ``precompute(samples)`` encodes
+ahead what a frozen encoder will be asked for (a no-op for pixels), and ``cached`` says whether the model's own
+encoder is skipped."""
 
 from __future__ import annotations
 
@@ -16,8 +21,13 @@ from vlbridge.encoders.feature_cache import FeatureCache, file_digest
 class PixelImages:
     """Load and preprocess each image (when the encoder trains, or when features are not cached)."""
 
+    cached = False
+
     def __init__(self, preprocess):
         self.preprocess = preprocess
+
+    def precompute(self, samples: list[Sample], progress=None) -> None:
+        """Nothing to do ahead: pixels are read when a batch needs them."""
 
     def __call__(self, samples: list[Sample]) -> ImageInputs:
         images = [load_image(s.image, record=s.id, source=s.source or None) for s in samples]
@@ -31,6 +41,8 @@ class CachedFeatures:
     content and encoder identity) when one is given, so a second run skips the encoder entirely. Paths
     with the same content share one entry (a ScienceQA export links one image under each of its problems).
     """
+
+    cached = True
 
     def __init__(self, encoder: nn.Module, disk_cache: FeatureCache | None = None, batch_size: int = 16):
         self.encoder, self.disk_cache, self.batch_size = encoder, disk_cache, batch_size
@@ -70,3 +82,21 @@ class CachedFeatures:
         grid = torch.stack([self.table[s.image][0] for s in samples])
         pooled = torch.stack([self.table[s.image][1] for s in samples])
         return ImageInputs(grid=grid, pooled=pooled)
+
+
+class WithTeacher:
+    """``images``' inputs plus a frozen teacher encoder's grid features (``teacher``: its :class:`CachedFeatures`),
+    for an auxiliary loss in training (EVE's patch aligning layer); the model's forward never reads them."""
+
+    def __init__(self, images, teacher: CachedFeatures):
+        self.images, self.teacher = images, teacher
+        self.cached = images.cached
+
+    def precompute(self, samples: list[Sample], progress=None) -> None:
+        self.images.precompute(samples, progress)
+        self.teacher.precompute(samples, None if self.images.cached else progress)  # each image counted once
+
+    def __call__(self, samples: list[Sample]) -> ImageInputs:
+        inputs = self.images(samples)
+        inputs.teacher = self.teacher(samples).grid
+        return inputs

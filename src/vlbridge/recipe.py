@@ -22,6 +22,10 @@ class ModelConfig:
     vision_encoder: str = "dinov2-small"  # registry name, a local CLIP / SigLIP / DINOv2 folder, or "none" (the
     # connector reads pixels itself: encoder-free models)
     vision_layer: int | None = None  # encoder layer giving the grid; None = the preset's (ViT: -2, penultimate, CLS dropped)
+    teacher_encoder: str | None = None  # a frozen vision encoder (name or folder) run in training only, its grid
+    # features handed to the objective for an auxiliary loss (EVE's patch aligning layer); never built at inference,
+    # never saved
+    teacher_layer: int | None = None  # the teacher's grid layer; None = the preset's (ViT: -2, penultimate)
     vision_adapter_dim: int | None = None  # bottleneck adapters inside the ViT (MemVP code: 12); None = off
     bridge: str | None = "llava"  # preset (vlbridge.bridges.registry.PRESETS): a named connector + injection pair
     # with their options; null = no preset (then name connector and injection)

@@ -12,7 +12,7 @@ from vlbridge.batch import Collator
 from vlbridge.build import Built, build_model
 from vlbridge.encoders.feature_cache import FeatureCache
 from vlbridge.errors import ConfigError
-from vlbridge.image_inputs import CachedFeatures, PixelImages
+from vlbridge.image_inputs import CachedFeatures, PixelImages, WithTeacher
 from vlbridge.recipe import Recipe, load_recipe
 from vlbridge.train.checkpoint import (RECIPE, initialise_from, load_trained_weights, read_meta, read_state,
                                        resolve_checkpoint)
@@ -25,20 +25,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_seeded(recipe: Recipe) -> Built:
+def build_seeded(recipe: Recipe, training: bool = False) -> Built:
     """The recipe's model, its new weights (the bridge's) drawn from ``recipe.train.seed`` whatever the global
-    generators held before: one recipe builds one model, in any process and after any other work."""
+    generators held before: one recipe builds one model, in any process and after any other work. ``training``
+    also builds the teacher encoder, if the recipe names one."""
     seed_everything(recipe.train.seed)
-    return build_model(recipe.model)
+    return build_model(recipe.model, training)
 
 
 def image_loader(built: Built, recipe: Recipe):
     """Cached features when the encoder is frozen (each image is encoded once), pixels otherwise (a trained
-    encoder, or no encoder: the connector reads pixels)."""
-    encoder = built.model.vision_encoder
+    encoder, or no encoder: the connector reads pixels); with the teacher's cached features beside them when the
+    model has a teacher (training)."""
+    encoder, teacher = built.model.vision_encoder, built.model.teacher
+    images = PixelImages(built.model.preprocess)
     if encoder is not None and recipe.data.cache_features and encoder.cacheable:
-        return CachedFeatures(encoder, FeatureCache.for_encoder(cache_dir() / "features", encoder))
-    return PixelImages(built.model.preprocess)
+        images = CachedFeatures(encoder, FeatureCache.for_encoder(cache_dir() / "features", encoder))
+    if teacher is None:
+        return images
+    disk = FeatureCache.for_encoder(cache_dir() / "features", teacher) if recipe.data.cache_features else None
+    return WithTeacher(images, CachedFeatures(teacher, disk))
 
 
 def prompt_collator(built: Built, recipe: Recipe | None = None, images=None, with_answer: bool = False) -> Collator:

@@ -26,14 +26,18 @@ class VisionLanguageModel(nn.Module):
     The vision encoder is None when the bridge's connector reads pixels itself (encoder-free models); a
     feature connector may also run without it on batches of precomputed features (frozen encoder + cache).
     Preprocessing and the number of visual tokens belong to the front end and the connector:
-    :meth:`preprocess`, :attr:`num_connector_inputs`, :attr:`image_positions`.
+    :meth:`preprocess`, :attr:`num_connector_inputs`, :attr:`image_positions`. ``teacher`` (training only, or
+    None) is a frozen encoder whose features an objective reads for an auxiliary loss; the forward pass does not
+    run it: batches carry its features (``ImageInputs.teacher``).
     """
 
-    def __init__(self, language_model: LanguageModel, bridge: Bridge, vision_encoder: nn.Module | None = None):
+    def __init__(self, language_model: LanguageModel, bridge: Bridge, vision_encoder: nn.Module | None = None,
+                 teacher: nn.Module | None = None):
         super().__init__()
         self.language_model = language_model
         self.bridge = bridge
         self.vision_encoder = vision_encoder
+        self.teacher = teacher  # a frozen encoder for auxiliary losses, in training only (its features come cached)
         bridge.injection.attach(language_model)
 
     # --- the front end ---------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def fingerprint(named_tensors) -> str:
     return digest.hexdigest()[:16]
 
 
-SOURCES = ("lm", "vision")  # parameter groups rebuilt from their packages or folders, never saved
+SOURCES = ("lm", "vision", "teacher")  # parameter groups rebuilt from their packages or folders, never saved
 
 
 def model_identity(model, trained: set[str]) -> dict:

@@ -15,6 +15,7 @@ GROUPS: dict[str, Callable[[str], bool]] = {
     "lm": lambda name: name.startswith("language_model.") and "lora_" not in name,
     "vision_adapters": lambda name: name.startswith("vision_encoder.") and ".adapter" in name,
     "vision": lambda name: name.startswith("vision_encoder.") and ".adapter" not in name,
+    "teacher": lambda name: name.startswith("teacher."),  # never trains (a frozen training-time teacher)
 }
 
 
@@ -30,6 +31,9 @@ def apply_trainable(model: nn.Module, groups: list[str]) -> dict[str, dict[str, 
     unknown = sorted(set(groups) - set(GROUPS))
     if unknown:
         raise ConfigError(f"unknown parameter group(s) {unknown}; valid: {sorted(GROUPS)}")
+    if "teacher" in groups:
+        raise ConfigError("the teacher encoder stays frozen (it is the target of an auxiliary loss); remove 'teacher' "
+                          "from train.trainable")
     counts: dict[str, dict[str, int]] = {}
     for name, parameter in model.named_parameters():
         group = group_of(name)

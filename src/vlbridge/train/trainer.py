@@ -31,7 +31,6 @@ from vlbridge.data.llava_json import write_json_atomic
 from vlbridge.datasets.training_sets import check_data_format, describe, read_training_set
 from vlbridge.errors import ConfigError, DataError
 from vlbridge.eval.generate_answers import GenerationSettings, batched
-from vlbridge.image_inputs import CachedFeatures
 from vlbridge.train.checkpoint import (META, initialise_from, load_trained_weights, model_identity, read_meta,
                                        save_weights)
 from vlbridge.train.data_order import DataOrder, shard
@@ -145,8 +144,11 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
 
     # 1. model, and what trains
     seed_everything(cfg.seed)  # also the data order's and dropout's
-    built = built or build_model(recipe.model)
+    built = built or build_model(recipe.model, training=True)
     model = built.model
+    if recipe.model.teacher_encoder is not None and model.teacher is None:
+        raise ConfigError("model.teacher_encoder is set but the model given to train() has no teacher: build it with "
+                          "build_model(recipe.model, training=True) (or build_seeded(recipe, training=True))")
     counts = objective.set_trainable(model, cfg.trainable, log)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
@@ -167,14 +169,14 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
                           f"train.batch_size={cfg.batch_size} x {world} processes")
     val_subset = list(val_set[: cfg.eval_samples] if cfg.eval_samples else val_set)
     images = image_loader(built, recipe)
-    if isinstance(images, CachedFeatures):
+    if images.cached or built.model.teacher is not None:
         with accelerator.main_process_first():  # the first process fills the disk cache, the others read it
             todo = list(train_set) + val_subset
             with tqdm(total=len({s.image for s in todo if s.image}), desc="encoding images", unit="img",
                       leave=False, disable=not main) as bar:
                 started = time.perf_counter()
                 bad.keep_going(lambda s: images.precompute(s, progress=bar.update), todo, "encoding images")
-                log(f"encoded {len(images.table)} images once in {time.perf_counter() - started:.1f} s")
+                log(f"encoded {bar.n} images once in {time.perf_counter() - started:.1f} s")
     train_collator, eval_collator = objective.collators(built, recipe, images)
     if bad.policy == "skip":  # evaluation must not meet a bad record halfway through generation
         val_subset = [s for chunk in batched(val_subset, recipe.eval.batch_size)
@@ -186,7 +188,7 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     # 3. what this run trains and costs, before the first step
     report = objective.report(built, counts, cfg.trainable, train_collator, list(train_set),
                               samples_per_micro_batch=cfg.batch_size, micro_batches_per_step=cfg.grad_accum * world,
-                              cached_features=isinstance(images, CachedFeatures), precision=cfg.precision)
+                              cached_features=images.cached, precision=cfg.precision)
     if initialised is not None:
         report["init_from"] = initialised
     log(format_report(report))

@@ -38,7 +38,7 @@ class CaptionBatch:
 
     def to(self, device) -> "CaptionBatch":
         return dataclasses.replace(self, text_ids=self.text_ids.to(device),
-                                   attention_mask=self.attention_mask.to(device), images=images_to(self.images, device))
+                                   attention_mask=self.attention_mask.to(device), images=self.images.to(device))
 
     @property
     def num_supervised(self) -> int:
@@ -48,11 +48,6 @@ class CaptionBatch:
     @property
     def has_image(self) -> Tensor:
         return torch.ones(self.text_ids.shape[0], dtype=torch.bool)
-
-
-def images_to(images: ImageInputs, device) -> ImageInputs:
-    move = lambda t: t.to(device) if isinstance(t, Tensor) else t  # noqa: E731
-    return ImageInputs(move(images.pixel_values), move(images.grid), move(images.pooled))
 
 
 def references(sample: Sample) -> list[str]:
@@ -220,7 +215,7 @@ class Blip2Stage1Objective:
         loss = Stage1Loss(model)
 
         def features(chunk: list[Sample]) -> Tensor:  # (B, n, d_v)
-            return loss.grid(images_to(collator.load_images(chunk), device))
+            return loss.grid(collator.load_images(chunk).to(device))
 
         def tokenize(texts: list[str]) -> tuple[Tensor, Tensor]:
             return tuple(t.to(device) for t in tokenize_texts(collator.tokenizer, texts))
