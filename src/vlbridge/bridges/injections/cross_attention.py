@@ -270,6 +270,9 @@ class GatedCrossAttentionInjection(Injection):
         return 0
 
     # --- cost -----------------------------------------------------------------------------------
+    def describe_cost(self) -> str:
+        return f"{len(self.blocks)} gated cross-attention blocks, before layers {list(self.layer_indices)}"
+
     def lm_flops(self, language_model, text_tokens: int, num_visual: int, logit_positions: int) -> int:
         """The plain LM over the text, plus each block (:func:`vlbridge.flops.gated_cross_attention_flops`)."""
         block = gated_cross_attention_flops(self.width, text_tokens, num_visual, self.heads, self.head_dim,
