@@ -173,10 +173,10 @@ def measure_task(task: str, built, images, samples: list, settings) -> tuple[dic
     if task not in OPTION_TEXT_TASKS:
         scores, seconds = measure(built, images, samples, settings)
         return scores, seconds, [score_sample(s, p)[TASKS[task]] for s, p in zip(samples, scores["predictions"])]
-    from vlbridge.batch import Collator
     from vlbridge.eval.choice_likelihood import choose_by_likelihood
+    from vlbridge.runs import prompt_collator
 
-    collator = Collator(built.tokenizer, built.chat_format, images, image_tokens=built.image_tokens)
+    collator = prompt_collator(built, images=images, with_answer=True)
     started = time.perf_counter()
     chosen = choose_by_likelihood(built.model, collator, samples)
     seconds = (time.perf_counter() - started) / max(len(samples), 1)

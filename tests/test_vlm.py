@@ -6,10 +6,9 @@ import pytest
 import torch
 from tiny_vlm import build_tiny_vlm
 
-from vlbridge.batch import Collator
 from vlbridge.build import build_model
 from vlbridge.data.sample import Sample, Turn
-from vlbridge.image_inputs import PixelImages
+from vlbridge.runs import prompt_collator
 from vlbridge.text.tokenize import IGNORE
 from vlbridge.recipe import load_recipe
 
@@ -43,8 +42,7 @@ def built(request, tiny_llama_dir, tiny_dinov2_dir):
 
 
 def collator(built, with_answer):
-    return Collator(built.tokenizer, built.chat_format, PixelImages(built.model.vision_encoder.preprocess),
-                    image_tokens=built.image_tokens, with_answer=with_answer)
+    return prompt_collator(built, with_answer=with_answer)
 
 
 def test_loss_equals_hugging_face_loss_on_the_same_embeddings(built, images):

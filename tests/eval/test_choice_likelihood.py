@@ -12,7 +12,7 @@ from vlbridge.batch import Collator
 from vlbridge.data.sample import Sample, Turn
 from vlbridge.errors import ConfigError, DataError
 from vlbridge.eval.choice_likelihood import choose_by_likelihood, option_log_likelihoods, option_samples
-from vlbridge.image_inputs import PixelImages
+from vlbridge.runs import prompt_collator
 
 CHOICES = ["red", "dark blue square", "top left corner of the image", "no"]
 
@@ -40,8 +40,7 @@ def built(request, tiny_llama_dir, tiny_seq2seq_dirs, tiny_dinov2_dir):
 
 
 def answer_collator(built) -> Collator:
-    return Collator(built.tokenizer, built.chat_format, PixelImages(built.model.vision_encoder.preprocess),
-                    image_tokens=built.image_tokens)
+    return prompt_collator(built, with_answer=True)
 
 
 def test_option_samples_replace_the_answer_with_each_option(image):
@@ -88,8 +87,7 @@ def test_the_chosen_option_is_the_most_likely_and_mean_divides_by_answer_tokens(
 
 
 def test_option_likelihoods_need_an_answer_collator_and_a_known_reduction(built, image):
-    prompts = Collator(built.tokenizer, built.chat_format, PixelImages(built.model.vision_encoder.preprocess),
-                       image_tokens=built.image_tokens, with_answer=False)
+    prompts = prompt_collator(built)
     with pytest.raises(ValueError, match="answer collator"):
         option_log_likelihoods(built.model, prompts, question(image))
     with pytest.raises(ConfigError, match="unknown reduction 'max'"):

@@ -10,7 +10,8 @@ import torch
 from vlbridge.errors import ConfigError
 from vlbridge.runs import load_run
 from vlbridge.recipe import load_recipe
-from vlbridge.train.trainer import build_seeded, train
+from vlbridge.runs import build_seeded
+from vlbridge.train.trainer import train
 
 
 def tiny_recipe(tmp_path, shapes_dir, llm, vision, *extra):

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from vlbridge.build import Built, build_model
-from vlbridge.runs import build_seeded, image_loader, seed_everything  # noqa: F401 (build_seeded: public here)
+from vlbridge.runs import image_loader, seed_everything
 from vlbridge.data.llava_json import write_json_atomic
 from vlbridge.datasets.training_sets import check_data_format, describe, read_training_set
 from vlbridge.errors import ConfigError, DataError
