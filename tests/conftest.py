@@ -81,3 +81,13 @@ def tiny_seq2seq_dirs(tmp_path_factory):
 
     return Folders()
 
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory):
+    """20 Shapes scenes at 56 px (LLaVA JSON and images), shared by the tests that train or evaluate."""
+    from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
+    from vlbridge.data.shapes_export import export_shapes
+
+    folder = tmp_path_factory.mktemp("shapes")
+    export_shapes(generate_shapes(ShapesConfig(n=20, seed=1, image_size=56)), folder, ["llava"])
+    return folder

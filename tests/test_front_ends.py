@@ -19,25 +19,15 @@ from vlbridge.train.parameter_groups import apply_trainable
 from vlbridge.train.trainer import train
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
-    from vlbridge.data.shapes_export import export_shapes
-
-    folder = tmp_path_factory.mktemp("shapes")
-    export_shapes(generate_shapes(ShapesConfig(n=12, seed=1, image_size=56)), folder, ["llava"])
-    return folder
-
-
 @pytest.fixture
-def encoder_free(tmp_path, shapes, tiny_llama_dir, tiny_dinov2_dir, monkeypatch):
+def encoder_free(tmp_path, shapes_dir, tiny_llama_dir, tiny_dinov2_dir, monkeypatch):
     """A patch connector reading pixels, input space, the tiny DINOv2 as the teacher; a private feature cache."""
     monkeypatch.setenv("VLBRIDGE_CACHE", str(tmp_path / "cache"))
     return lambda *extra: load_recipe(None, [
         f"model.language_model={tiny_llama_dir}", "model.vision_encoder=none", "model.bridge=null",
         "model.connector=patch", "model.connector_options={image_size: 56, patch: 14}", "model.injection=input_space",
         f"model.teacher_encoder={tiny_dinov2_dir}", "model.teacher_layer=-1",
-        f"data.train={shapes / 'train_short.json'}", f"data.val={shapes / 'val_short.json'}", f"data.image_root={shapes}",
+        f"data.train={shapes_dir / 'train_short.json'}", f"data.val={shapes_dir / 'val_short.json'}", f"data.image_root={shapes_dir}",
         "train.steps=2", "train.batch_size=2", "train.eval_samples=2", f"train.output_dir={tmp_path / 'run'}",
         "eval.max_new_tokens=2", *extra])
 
@@ -53,12 +43,12 @@ def test_the_teacher_is_built_for_training_only_and_stays_frozen(encoder_free):
         apply_trainable(built.model, ["bridge", "teacher"])
 
 
-def test_batches_carry_the_teachers_cached_features_and_forward_gives_the_visual_positions(encoder_free, shapes,
+def test_batches_carry_the_teachers_cached_features_and_forward_gives_the_visual_positions(encoder_free, shapes_dir,
                                                                                            tmp_path):
     recipe = encoder_free()
     built = build_seeded(recipe, training=True)
     images = image_loader(built, recipe)
-    samples = read_llava_json(shapes / "train_short.json", image_root=shapes)[:3]
+    samples = read_llava_json(shapes_dir / "train_short.json", image_root=shapes_dir)[:3]
     images.precompute(samples)
     assert any((tmp_path / "cache" / "features").rglob("*.safetensors"))  # on disk: a second run skips the teacher
     batch = prompt_collator(built, recipe, images, with_answer=True)(samples)

@@ -87,12 +87,8 @@ def test_a_registered_connectors_declared_input_must_be_what_it_reads():
 
 
 def test_a_composed_pair_trains_evaluates_and_reports_its_cost_from_the_command_line(tmp_path, tiny_llama_dir,
-                                                                                    tiny_dinov2_dir, capsys):
-    from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
-    from vlbridge.data.shapes_export import export_shapes
-
-    data = tmp_path / "shapes"
-    export_shapes(generate_shapes(ShapesConfig(n=12, seed=1, image_size=56)), data, ["llava"])
+                                                                                    tiny_dinov2_dir, shapes_dir, capsys):
+    data = shapes_dir
     pair = ["--set", "model.connector=qformer", "--set", f"model.connector_options={TINY_QFORMER}",
             "--set", "model.injection=memory_space", "--set", "model.injection_options={num_slots: 8}"]
     run = tmp_path / "run"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from greedy import greedy_without_cache
 
 from vlbridge.bridges.injections.cross_attention import (
     CrossAttentionOptions,
@@ -390,17 +391,9 @@ def test_cached_generation_equals_generation_without_cache(kind):
         # and a hand-made loop that re-runs the whole sequence for every new token
         ids, mask, _ = batch(PROMPTS, "left")
         with injection.inject(lm, ids, mask, visual, torch.tensor(HAS_IMAGE), None, "left") as inputs:
-            embeds, mask = inputs.inputs_embeds, inputs.attention_mask
-            tokens, steps = [], []
-            for _ in range(NEW_TOKENS):
-                out = lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask),
-                               use_cache=False).logits[:, -1]  # (B, V)
-                steps.append(out)
-                tokens.append(out.argmax(-1))
-                embeds = torch.cat([embeds, lm.embed(tokens[-1][:, None])], 1)
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            tokens, steps = greedy_without_cache(lm, inputs.inputs_embeds, inputs.attention_mask, NEW_TOKENS)
     assert torch.equal(cached.sequences, uncached.sequences)
-    assert torch.equal(cached.sequences, torch.stack(tokens, 1))
+    assert torch.equal(cached.sequences, tokens)
     for step in range(NEW_TOKENS):
         torch.testing.assert_close(cached.logits[step], uncached.logits[step], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(cached.logits[step], steps[step], atol=1e-4, rtol=1e-4)

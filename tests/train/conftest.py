@@ -8,16 +8,6 @@ import yaml
 from vlbridge.recipe import load_recipe
 
 
-@pytest.fixture(scope="session")
-def shapes_dir(tmp_path_factory):
-    from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
-    from vlbridge.data.shapes_export import export_shapes
-
-    folder = tmp_path_factory.mktemp("shapes")
-    export_shapes(generate_shapes(ShapesConfig(n=20, seed=1, image_size=56)), folder, ["llava"])
-    return folder
-
-
 @pytest.fixture
 def make_recipe(tmp_path, shapes_dir, tiny_llama_dir, tiny_dinov2_dir):
     """``make_recipe(*overrides)`` -> a fast recipe (tiny LLaMA, tiny DINOv2, pixels, 56 px) writing to

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from greedy import greedy_without_cache
 from tiny_memvp import HAS_IMAGE, PROMPTS, make_batch, memvp_model, randomise_memory, tiny_gpt2, tiny_llama
 
 from vlbridge.models.language_model import positions_from_mask
@@ -36,17 +37,8 @@ def test_cached_generation_equals_full_recomputation(model):
                                    do_sample=False, pad_token_id=0,
                                    output_logits=True, return_dict_in_generate=True)
         # no cache: re-run the whole sequence for every new token
-        embeds, mask = inputs.inputs_embeds, inputs.attention_mask
-        tokens, logits = [], []
-        for _ in range(NEW_TOKENS):
-            out = lm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask),
-                           use_cache=False).logits[:, -1]  # (B, V)
-            logits.append(out)
-            token = out.argmax(-1)
-            tokens.append(token)
-            embeds = torch.cat([embeds, lm.embed(token[:, None])], 1)
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-    assert torch.equal(cached.sequences, torch.stack(tokens, 1))
+        tokens, logits = greedy_without_cache(lm, inputs.inputs_embeds, inputs.attention_mask, NEW_TOKENS)
+    assert torch.equal(cached.sequences, tokens)
     for step in range(NEW_TOKENS):
         torch.testing.assert_close(cached.logits[step], logits[step], atol=1e-4, rtol=1e-4)
 

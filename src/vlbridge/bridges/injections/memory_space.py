@@ -55,8 +55,9 @@ MEMORY_IN = {"both": None, "encoder": ("encoder",), "decoder": ("decoder",)}  # 
 
 
 @dataclass(frozen=True)
-class MemorySpaceOptions:
-    """MemVP's memory: where the slots go and how keys and values are made (the MemVP preset sets these)."""
+class MemoryOptions:
+    """MemVP's memory: where the slots go and how keys and values are made (shared by the injection's options
+    and the MemVP preset's)."""
 
     num_slots: int = 320  # M >= n memory slots; code: 320 for 256 patches (7B), 400 (13B)
     lam: float = 0.01  # lambda, scale of f(z) in keys and values (code)
@@ -68,6 +69,12 @@ class MemorySpaceOptions:
     visual_prompts: bool = True  # False = position embeddings only, f(z) = 0 (ablation "w/o visual prompts")
     position: str = "add"  # add (code) | concat: p_k / p_v on their own feature range (ablation, layout ours)
     position_dim: int | None = None  # concat only: width of p_k / p_v; None = d // 2 (ours)
+
+
+@dataclass(frozen=True)
+class MemorySpaceOptions(MemoryOptions):
+    """The ``memory_space`` injection's options."""
+
     visual_in_keys: bool = True  # lam f(z) enters the keys (False: ablation "values only")
     visual_in_values: bool = True  # lam f(z) enters the values (False: ablation "keys only")
 
