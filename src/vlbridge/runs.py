@@ -14,8 +14,8 @@ from vlbridge.encoders.feature_cache import FeatureCache
 from vlbridge.errors import ConfigError
 from vlbridge.image_inputs import CachedFeatures, PixelImages, WithTeacher
 from vlbridge.recipe import Recipe, load_recipe
-from vlbridge.train.checkpoint import (RECIPE, initialise_from, load_trained_weights, read_meta, read_state,
-                                       resolve_checkpoint)
+from vlbridge.train.checkpoint import (RECIPE, SOURCES, initialise_from, load_trained_weights, read_meta,
+                                       read_state, resolve_checkpoint)
 from vlbridge.train.parameter_groups import apply_trainable, group_of
 from vlbridge.weights.cache import cache_dir
 
@@ -71,7 +71,7 @@ def load_run(folder: str | Path, overrides: list[str] = ()) -> tuple[Built, Reci
     held = set(read_state(folder, read_meta(folder)))
     # new tensors (neither the LM's nor the encoder's, which are rebuilt from their sources) that the checkpoint
     # lacks were not trained in this run: they came from init_from (e.g. a frozen stage-1 part)
-    untrained = [n for n, _ in built.model.named_parameters() if n not in held and group_of(n) not in ("lm", "vision")]
+    untrained = [n for n, _ in built.model.named_parameters() if n not in held and group_of(n) not in SOURCES]
     if recipe.model.init_from and untrained:
         initialise_from(built.model, recipe.model.init_from, log=lambda *_: None)
     for name, parameter in built.model.named_parameters():

@@ -108,3 +108,16 @@ def test_a_composed_pair_trains_evaluates_and_reports_its_cost_from_the_command_
 
     meta = json.loads((run / "final" / "meta.json").read_text())
     assert meta["spec"]["connector"] == "qformer" and meta["spec"]["injection"] == "memory_space"
+
+
+@pytest.mark.parametrize("options, vectors", [("{pool: 2}", 4), ("{features: pooled}", 1)])
+def test_the_connectors_cost_counts_the_vectors_it_really_reads(options, vectors, tiny_llama_dir, tiny_dinov2_dir):
+    from vlbridge.cost import sample_flops
+    from vlbridge.flops import projector_flops
+
+    built = build_model(load_recipe(None, [f"model.language_model={tiny_llama_dir}",
+                                           f"model.vision_encoder={tiny_dinov2_dir}", "model.vision_layer=-1",
+                                           f"model.bridge_options={options}"]).model)
+    flops = sample_flops(built.model, 10)  # the tiny DINOv2 gives a 4 x 4 grid, 32 wide; the tiny LLaMA is 64 wide
+    assert flops["visual_tokens"] == vectors and flops["sequence_length"] == 10 + vectors
+    assert flops["connector"] == projector_flops(32, 64, vectors, hidden=64)

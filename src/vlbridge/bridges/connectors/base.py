@@ -26,8 +26,6 @@ from torch import Tensor, nn
 from vlbridge.cost import saved_activation_bytes
 from vlbridge.flops import count_flops
 
-CONSUMES = ("features", "pixels")
-
 
 class Connector(nn.Module):
     """(B, n, d_v) features or (B, 3, H, W) pixels -> (B, n', d_out) visual vectors.
