@@ -15,6 +15,11 @@ def bench():
     return load_script("bridge_accuracy")
 
 
+@pytest.fixture(scope="module")
+def tables():
+    return load_script("accuracy_tables")
+
+
 def result(config: str, task: str, correct: list[int], gflops: float = 1.0) -> dict:
     ids = [f"q{i}" for i in range(len(correct))]
     return {"config": config, "task": task, "question_ids": ids, "correct_after": [float(c) for c in correct],
@@ -23,15 +28,15 @@ def result(config: str, task: str, correct: list[int], gflops: float = 1.0) -> d
             "train_seconds_per_step": 1.0, "train_wall_seconds": 60.0, "final_loss": 0.5, "eval_samples": len(correct), "signature": {"steps": 3}}
 
 
-def test_paired_difference_on_the_same_questions(bench):
+def test_paired_difference_on_the_same_questions(tables):
     a, b = result("memvp", "mc", [1, 1, 0, 1]), result("llava", "mc", [1, 0, 0, 0])
-    diff, se, n = bench.paired_difference(a, b)
+    diff, se, n = tables.paired_difference(a, b)
     assert (diff, n) == (50.0, 4)
     # per-question differences 0, 100, 0, 100: sample variance 3333.3, over 4 questions
     assert se == pytest.approx(math.sqrt(10000 / 3 / 4))
 
 
-def test_memvp_target_and_ablation_directions(bench):
+def test_memvp_target_and_ablation_directions(tables):
     hundred = lambda k: [1] * k + [0] * (100 - k)  # noqa: E731 (k of 100 questions right)
     results = [
         result("llava", "short", hundred(60), 30.0), result("memvp", "short", hundred(59), 12.0),  # -1: met
@@ -40,7 +45,7 @@ def test_memvp_target_and_ablation_directions(bench):
         result("memvp-keys-only", "mc", hundred(75)),  # higher: the paper's keys-only is lower
         result("memvp-values-only", "mc", hundred(68)),  # a tie agrees with no direction
     ]
-    summary = bench.summarise(results)
+    summary = tables.summarise(results)
     met = {c["task"]: (c["memvp_minus_llava"], c["met"]) for c in summary["memvp_vs_llava"]}
     assert met == {"short": (pytest.approx(-1.0), True), "mc": (pytest.approx(-2.0), False)}
     assert list(summary["ablations"]) == ["mc"]  # a table only for the tasks with ablation runs
@@ -52,16 +57,16 @@ def test_memvp_target_and_ablation_directions(bench):
     assert summary["ablations_same_direction"] == {"mc": "1 of 3"}
     assert summary["majority_baseline"] == {"short": 25.0, "mc": 25.0}
     assert summary["question_type_baseline"] == {"short": 20.0, "mc": 20.0}
-    text = bench.markdown(results, summary)
+    text = tables.markdown(results, summary)
     assert "| mc | 70.0 | 68.0 | -2.0 ± " in text and "NOT met" in text
     assert "Question-type prior (each question type's most frequent training answer; no image): short 20.0 %" in text
     assert "| w/o visual prompts | memvp-no-visual-prompts | 40.0 | -28.0 ± " in text
     assert "| values only | memvp-values-only | 68.0 | +0.0 ± 0.0 |" in text and "| tie |" in text
 
 
-def test_spread_keeps_order_gap_and_centre(bench):
+def test_spread_keeps_order_gap_and_centre(tables):
     values = [50.0, 50.5, 80.0, 49.0]
-    placed = bench.spread(values, 2.0)
+    placed = tables.spread(values, 2.0)
     ordered = sorted(placed)
     assert all(b - a >= 2.0 - 1e-9 for a, b in zip(ordered, ordered[1:]))
     assert sorted(range(4), key=lambda i: placed[i]) == sorted(range(4), key=lambda i: values[i])
