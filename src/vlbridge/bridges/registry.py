@@ -21,6 +21,7 @@ from vlbridge.bridges.bridge import Bridge
 from vlbridge.bridges.connectors.mlp import MLPOptions, build_mlp
 from vlbridge.bridges.connectors.patch import PatchOptions, build_patch_connector
 from vlbridge.bridges.connectors.zeros import ZerosOptions, build_zeros
+from vlbridge.bridges.eve.pel import EVEPatchOptions, build_eve_patch
 from vlbridge.bridges.injections.cross_attention import CrossAttentionOptions, build_cross_attention
 from vlbridge.bridges.injections.input_space import InputSpaceOptions, build_input_space
 from vlbridge.bridges.injections.memory_space import MemorySpaceOptions, build_memory_space
@@ -41,6 +42,7 @@ CONNECTORS: dict[str, ConnectorEntry] = {
     "qformer": ConnectorEntry(QFormerOptions, build_qformer_bridge_connector, "features"),  # BLIP-2: 32 queries
     "zeros": ConnectorEntry(ZerosOptions, build_zeros, "features"),  # MemVP's "w/o visual prompts" ablation
     "patch": ConnectorEntry(PatchOptions, build_patch_connector, "pixels"),  # linear patch embedding (Fuyu)
+    "eve_patch": ConnectorEntry(EVEPatchOptions, build_eve_patch, "pixels"),  # EVE's patch embedding layer
 }
 
 INJECTIONS: dict[str, tuple[type, Callable[..., Any]]] = {

@@ -12,7 +12,8 @@ Any aspect ratio in one batch (METHODS.md 4.1, EVE's scheme, with our choices ma
   normalisation, as EVE) with a 4th "valid pixel" channel, 1 inside the image. We paste at the *top-left*
   (as Fuyu pads at the bottom and right), not centred as EVE: a centred offset ``(S - h) / 2`` is not
   always a multiple of ``patch``, a top-left one always is (0), so the valid region is exactly whole
-  patches;
+  patches (EVE's PEL pastes centred with the offset rounded to whole cells instead; the preprocessing
+  both use is ``connectors/canvas.py``);
 - after patchify the grid is cropped to the bounding box of the patches holding valid pixels (EVE), so a
   row carries ``h * w`` vectors in raster order and no padding tokens; rows are then padded with zeros to
   the longest and ``lengths`` says how many are real.
@@ -29,15 +30,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
 from vlbridge.bridges.connectors.base import Connector
+from vlbridge.bridges.connectors.canvas import fit_long_side, paste_on_canvas, valid_cell_box
 from vlbridge.bridges.connectors.mlp import MLPProjector
-from vlbridge.encoders.image_transforms import to_rgb
-from vlbridge.errors import ConfigError, DataError
+from vlbridge.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -105,10 +105,7 @@ class PatchEmbedding(Connector):
         S, p = self.image_size, self.patch
         if self.aspect == "square":
             return S, S
-        long, short = max(width, height), min(width, height)
-        # nearest multiple of p, half up (not Python's round-half-even), at least one patch
-        short_out = p * max(1, math.floor(short * S / (long * p) + 0.5))
-        return (S, short_out) if width >= height else (short_out, S)
+        return fit_long_side(width, height, S, p)
 
     def num_patches(self, width: int, height: int) -> int:
         """How many vectors an image of ``width`` x ``height`` pixels gives (its ``lengths`` entry)."""
@@ -119,38 +116,13 @@ class PatchEmbedding(Connector):
     def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
         """PIL images (any mode and size) -> (B, 4, S, S) float32: normalised RGB pasted top-left on a
         mean-colour (0) canvas, and the valid-pixel channel (1 inside the resized image, 0 outside)."""
-        if len(images) == 0:
-            raise DataError("no images to preprocess")
-        S = self.image_size
-        mean = np.asarray(self.mean, dtype=np.float32)
-        std = np.asarray(self.std, dtype=np.float32)
-        canvas = torch.zeros(len(images), 4, S, S)
-        for i, image in enumerate(images):
-            if not isinstance(image, Image.Image):
-                raise DataError(f"expected a PIL image, got {type(image).__name__}", record=i)
-            if image.width == 0 or image.height == 0:
-                raise DataError(f"image has size {image.size}", record=i)
-            rgb = to_rgb(image)
-            width, height = self.resized_size(*rgb.size)
-            if (width, height) != rgb.size:
-                rgb = rgb.resize((width, height), resample=Image.Resampling.BICUBIC)
-            pixels = (np.asarray(rgb, dtype=np.float32) / 255.0 - mean) / std  # (h, w, 3)
-            canvas[i, :3, :height, :width] = torch.from_numpy(pixels).permute(2, 0, 1)
-            canvas[i, 3, :height, :width] = 1.0
-        return canvas
+        return paste_on_canvas(images, self.image_size, self.mean, self.std, self.resized_size)
 
     # --- forward -------------------------------------------------------------------------------------
     def _kept_patches(self, valid: Tensor, grid_h: int, grid_w: int) -> Tensor:
         """(B, H, W) valid-pixel channel -> (B, gh * gw) bool: the patches inside the bounding box of the
         patches holding any valid pixel (EVE's crop); all False for a blank (text-only) image."""
-        B, p = valid.shape[0], self.patch
-        holds = valid.reshape(B, grid_h, p, grid_w, p).amax(dim=(2, 4)) > 0.5  # (B, gh, gw)
-        rows, cols = holds.any(dim=2), holds.any(dim=1)  # (B, gh), (B, gw)
-
-        def span(x: Tensor) -> Tensor:  # True from the first to the last True of each row
-            return (x.cumsum(1) > 0) & (x.flip(1).cumsum(1).flip(1) > 0)
-
-        return (span(rows)[:, :, None] & span(cols)[:, None, :]).reshape(B, grid_h * grid_w)
+        return valid_cell_box(valid, self.patch).reshape(valid.shape[0], grid_h * grid_w)
 
     def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 4, H, W) (or (B, 3, H, W), every patch valid), H and W multiples of p ->
