@@ -21,12 +21,14 @@ from vlbridge.train.trainer import train
 
 @pytest.fixture
 def encoder_free(tmp_path, shapes_dir, tiny_llama_dir, tiny_dinov2_dir, monkeypatch):
-    """A patch connector reading pixels, input space, the tiny DINOv2 as the teacher; a private feature cache."""
+    """A patch connector reading pixels, input space, the tiny DINOv2 as the teacher of a patch aligning layer; a
+    private feature cache."""
     monkeypatch.setenv("VLBRIDGE_CACHE", str(tmp_path / "cache"))
     return lambda *extra: load_recipe(None, [
         f"model.language_model={tiny_llama_dir}", "model.vision_encoder=none", "model.bridge=null",
         "model.connector=patch", "model.connector_options={image_size: 56, patch: 14}", "model.injection=input_space",
-        f"model.teacher_encoder={tiny_dinov2_dir}", "model.teacher_layer=-1",
+        f"model.teacher_encoder={tiny_dinov2_dir}", "model.teacher_layer=-1", "model.aligner=pal",
+        "model.aligner_options={every: 1, heads: 2}",
         f"data.train={shapes_dir / 'train_short.json'}", f"data.val={shapes_dir / 'val_short.json'}", f"data.image_root={shapes_dir}",
         "train.steps=2", "train.batch_size=2", "train.eval_samples=2", f"train.output_dir={tmp_path / 'run'}",
         "eval.max_new_tokens=2", *extra])

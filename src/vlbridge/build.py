@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from torch import nn
 
-from vlbridge.bridges.registry import build_bridge, resolve_spec
+from vlbridge.bridges.registry import build_aligner, build_bridge, resolve_spec
 from vlbridge.bridges.spec import BridgeSpec
 from vlbridge.models.language_model import LanguageModel
 from vlbridge.models.seq2seq_language_model import Seq2SeqLanguageModel
@@ -54,11 +54,12 @@ def build_front_end(config: ModelConfig):
 
 
 def build_model(config: ModelConfig, training: bool = False) -> Built:
-    """The model ``config`` names; ``training`` also builds its teacher encoder, if it names one."""
+    """The model ``config`` names; ``training`` also builds its teacher encoder and aligner, if it names them."""
     from vlbridge.encoders import build_vision_encoder
     from vlbridge.weights import load_language_model
 
     spec = resolve_spec(config)  # before any weights load: a typo should not cost a model load
+    build_aligner(config, None, None)  # the same for the teacher / aligner keys (no teacher: checks only)
     lm_module, tokenizer = load_language_model(config.language_model)
     language_model = wrap_language_model(lm_module)
     if config.lora_rank > 0:
@@ -69,7 +70,8 @@ def build_model(config: ModelConfig, training: bool = False) -> Built:
     teacher = None
     if training and config.teacher_encoder is not None:
         teacher = build_vision_encoder(config.teacher_encoder, layer=config.teacher_layer)
-    model = VisionLanguageModel(language_model, bridge, encoder, teacher)
+    aligner = build_aligner(config, language_model, teacher, bridge)  # None at inference
+    model = VisionLanguageModel(language_model, bridge, encoder, teacher, aligner)
     chat_format = chat_format_for(tokenizer, config.chat_format, config.system_prompt)
     if language_model.is_encoder_decoder:  # prompt -> encoder, answer -> decoder (vlbridge.text.seq2seq)
         chat_format = replace(chat_format, encoder_decoder=True)

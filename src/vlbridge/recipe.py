@@ -26,6 +26,10 @@ class ModelConfig:
     # features handed to the objective for an auxiliary loss (EVE's patch aligning layer); never built at inference,
     # never saved
     teacher_layer: int | None = None  # the teacher's grid layer; None = the preset's (ViT: -2, penultimate)
+    aligner: str | None = None  # what learns from the teacher (vlbridge.bridges.registry.ALIGNERS): pal = EVE's
+    # patch aligning layer, an auxiliary loss on the LM's hidden states at the image's grid cells; training only,
+    # never saved in the run's inference weights. Needs teacher_encoder
+    aligner_options: dict[str, Any] = field(default_factory=dict)  # see the aligner's options dataclass (PALOptions)
     vision_adapter_dim: int | None = None  # bottleneck adapters inside the ViT (MemVP code: 12); None = off
     bridge: str | None = "llava"  # preset (vlbridge.bridges.registry.PRESETS): a named connector + injection pair
     # with their options; null = no preset (then name connector and injection)

@@ -27,17 +27,19 @@ class VisionLanguageModel(nn.Module):
     feature connector may also run without it on batches of precomputed features (frozen encoder + cache).
     Preprocessing and the number of visual tokens belong to the front end and the connector:
     :meth:`preprocess`, :attr:`num_connector_inputs`, :attr:`image_positions`. ``teacher`` (training only, or
-    None) is a frozen encoder whose features an objective reads for an auxiliary loss; the forward pass does not
-    run it: batches carry its features (``ImageInputs.teacher``).
+    None) is a frozen encoder whose features ``aligner`` (training only too: EVE's patch aligning layer) learns to
+    predict from the LM's hidden states, an auxiliary loss (:class:`vlbridge.bridges.eve.pal.WithAlignment`); the
+    forward pass runs neither: batches carry the teacher's features (``ImageInputs.teacher``).
     """
 
     def __init__(self, language_model: LanguageModel, bridge: Bridge, vision_encoder: nn.Module | None = None,
-                 teacher: nn.Module | None = None):
+                 teacher: nn.Module | None = None, aligner: nn.Module | None = None):
         super().__init__()
         self.language_model = language_model
         self.bridge = bridge
         self.vision_encoder = vision_encoder
         self.teacher = teacher  # a frozen encoder for auxiliary losses, in training only (its features come cached)
+        self.aligner = aligner  # what learns from the teacher (EVE's PAL), in training only, never saved for inference
         bridge.injection.attach(language_model)
 
     # --- the front end ---------------------------------------------------------------------------

@@ -18,9 +18,11 @@ from dataclasses import fields
 from typing import Any, Callable, NamedTuple
 
 from vlbridge.bridges.bridge import Bridge
+from vlbridge.bridges.connectors.base import Connector
 from vlbridge.bridges.connectors.mlp import MLPOptions, build_mlp
 from vlbridge.bridges.connectors.patch import PatchOptions, build_patch_connector
 from vlbridge.bridges.connectors.zeros import ZerosOptions, build_zeros
+from vlbridge.bridges.eve.pal import PALOptions, build_pal
 from vlbridge.bridges.eve.pel import EVEPatchOptions, build_eve_patch
 from vlbridge.bridges.injections.cross_attention import CrossAttentionOptions, build_cross_attention
 from vlbridge.bridges.injections.input_space import InputSpaceOptions, build_input_space
@@ -55,6 +57,11 @@ PRESETS: dict[str, tuple[type, Callable[..., BridgeSpec]]] = {
     "llava": (LlavaOptions, llava_spec),
     "memvp": (MemVPOptions, memvp_spec),
     "blip2": (Blip2Options, blip2_spec),
+}
+
+# what learns from a training-time teacher encoder (model.aligner): (options, builder(lm, teacher, options))
+ALIGNERS: dict[str, tuple[type, Callable[..., Any]]] = {
+    "pal": (PALOptions, build_pal),  # EVE's patch aligning layer: LM hidden states -> the teacher's patch features
 }
 
 
@@ -150,3 +157,23 @@ def build_preset(name: str, vision_width: int | None, language_model, options: d
     return build_bridge(BridgeSpec(spec.connector, _plain(spec.connector_options), spec.injection,
                                    _plain(spec.injection_options), spec.features, spec.pool),
                         language_model, vision_width, vision_tokens)
+
+
+def build_aligner(config, language_model, teacher, bridge: Bridge | None = None):
+    """The recipe's aligner (``model.aligner``) learning from ``teacher`` (a frozen encoder; None when the model is
+    built for inference, and then no aligner either) at the grid cells of ``bridge``'s connector. A teacher and an
+    aligner come together: one without the other would run for nothing or have nothing to learn from."""
+    if (config.aligner is None) != (config.teacher_encoder is None):
+        raise ConfigError("model.teacher_encoder and model.aligner go together (the aligner learns from the teacher); "
+                          f"got teacher_encoder={config.teacher_encoder!r}, aligner={config.aligner!r}; aligners: "
+                          f"{sorted(ALIGNERS)}")
+    if config.aligner is None:
+        if config.aligner_options:
+            raise ConfigError("model.aligner_options are set but model.aligner is null")
+        return None
+    options_type, build = _entry(ALIGNERS, config.aligner, "aligner", "model.aligner")
+    options = parse_options(options_type, config.aligner_options, f"aligner {config.aligner!r}")
+    if bridge is not None and type(bridge.connector).grid_cells is Connector.grid_cells:
+        raise ConfigError(f"model.aligner={config.aligner!r} reads the image's grid cells in the LM, and connector "
+                          f"{resolve_spec(config).connector!r} gives no grid; use one that does: eve_patch, patch")
+    return None if teacher is None else build(language_model, teacher, options)

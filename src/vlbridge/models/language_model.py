@@ -70,6 +70,7 @@ class LMOutput:
     hidden_states: tuple[Tensor, ...] | None = None  # per layer (B, L, d) when asked for
     row_loss: Tensor | None = None  # (B,) summed cross-entropy of each row's supervised tokens, when asked for
     visual_positions: Tensor | None = None  # (B, L) bool where visual vectors sit, with hidden states (VisionLanguageModel)
+    alignment_sum: Tensor | None = None  # () an aligner's loss, summed like loss_sum (training with a teacher)
 
 
 def row_loss(logits: Tensor, targets: Tensor, keep: Tensor) -> Tensor:

@@ -37,7 +37,8 @@ from vlbridge.train.parameter_groups import group_of
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS = "trained.safetensors"
+WEIGHTS = "trained.safetensors"  # what inference loads
+TRAINING_WEIGHTS = "training_only.safetensors"  # trained tensors only training uses (EVE's PAL): resume, init_from
 RECIPE = "recipe.yaml"
 META = "meta.json"
 FORMAT = 2  # 2: the bridge recorded as connector + injection ("spec")
@@ -73,6 +74,7 @@ def fingerprint(named_tensors) -> str:
 
 
 SOURCES = ("lm", "vision", "teacher")  # parameter groups rebuilt from their packages or folders, never saved
+TRAINING_ONLY = ("teacher", "aligner")  # built for training only; an aligner's tensors go to TRAINING_WEIGHTS
 
 
 def model_identity(model, trained: set[str]) -> dict:
@@ -108,7 +110,11 @@ def write_checkpoint(folder: Path, recipe: Recipe, weights: dict[str, torch.Tens
                      extra: dict | None = None) -> None:
     """Write the bridge-only checkpoint files into an existing (temporary) folder."""
     state = {k: v.detach().contiguous() for k, v in weights.items()}
-    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
+    training_only = {k: v for k, v in state.items() if group_of(k) in TRAINING_ONLY}
+    save_file({k: v for k, v in state.items() if k not in training_only}, str(folder / WEIGHTS),
+              metadata={"format": "pt"})
+    if training_only:
+        save_file(training_only, str(folder / TRAINING_WEIGHTS), metadata={"format": "pt"})
     save_recipe(recipe, folder / RECIPE)
     meta = {
         "format": FORMAT,
@@ -184,8 +190,11 @@ def _describe(part: dict | None) -> str:
 
 
 def read_state(folder: Path, meta: dict) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors under today's names (a format-1 checkpoint's are renamed)."""
+    """The checkpoint's tensors under today's names (a format-1 checkpoint's are renamed), with those only training
+    uses (an aligner's) when it has them."""
     state = load_file(str(Path(folder) / WEIGHTS))
+    if (Path(folder) / TRAINING_WEIGHTS).is_file():
+        state |= load_file(str(Path(folder) / TRAINING_WEIGHTS))
     if meta.get("format", 1) >= FORMAT:
         return state
     renamed = {}
@@ -231,7 +240,8 @@ def differences(meta: dict, model, recipe: Recipe | None, state: dict[str, torch
                          f"{sources.get(part, '?')} ({_describe(theirs)}), this model has "
                          f"{getattr(recipe.model, part) if recipe else '?'} ({_describe(ours)})")
     missing = sorted((expected or set()) - set(state))
-    unexpected = sorted(set(state) - set(own))
+    # an aligner's tensors stay unread by a model built for inference, which has none
+    unexpected = sorted(k for k in set(state) - set(own) if group_of(k) not in TRAINING_ONLY)
     wrong = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
                    for k in state if k in own and tuple(own[k].shape) != tuple(state[k].shape))
     if missing or unexpected or wrong:
@@ -259,7 +269,8 @@ def load_trained_weights(model, folder: Path, recipe: Recipe | None = None, expe
     own = dict(model.named_parameters())
     with torch.no_grad():
         for name, tensor in state.items():
-            own[name].copy_(tensor)
+            if name in own:
+                own[name].copy_(tensor)
 
 
 def initialise_from(model, folder: str | Path, log=print) -> dict:

@@ -30,6 +30,7 @@ from typing import Protocol
 from torch import Tensor, nn
 
 from vlbridge.batch import Collator
+from vlbridge.bridges.eve.pal import WithAlignment
 from vlbridge.bridges.qformer.objective import Blip2Stage1Objective
 from vlbridge.errors import ConfigError
 from vlbridge.eval.generate_answers import GenerationSettings, generate_answers
@@ -71,10 +72,12 @@ def evaluate(built, collator: Collator, samples, settings: GenerationSettings, a
 
 
 class LanguageModeling:
-    """The LM loss on the answer tokens (labels built from the conversation's turns); evaluation generates."""
+    """The LM loss on the answer tokens (labels built from the conversation's turns); evaluation generates. A model
+    with an aligner (``model.aligner``, e.g. EVE's PAL) adds its loss, and the aligner always trains."""
 
     def set_trainable(self, model, groups: list[str], log=print) -> dict[str, dict[str, int]]:
-        return apply_trainable(model, groups)
+        aligner = ["aligner"] if model.aligner is not None and "aligner" not in groups else []
+        return apply_trainable(model, [*groups, *aligner])
 
     def collators(self, built, recipe, images) -> tuple[Collator, Collator]:
         from vlbridge.runs import prompt_collator
@@ -84,10 +87,10 @@ class LanguageModeling:
     report = staticmethod(start_report)
 
     def loss_module(self, model) -> nn.Module:
-        return model
+        return WithAlignment(model) if model.aligner is not None else model
 
     def terms(self, output) -> dict[str, Tensor]:
-        return {}
+        return {"alignment": output.alignment_sum} if output.alignment_sum is not None else {}
 
     evaluate = staticmethod(evaluate)
 

@@ -16,6 +16,7 @@ GROUPS: dict[str, Callable[[str], bool]] = {
     "vision_adapters": lambda name: name.startswith("vision_encoder.") and ".adapter" in name,
     "vision": lambda name: name.startswith("vision_encoder.") and ".adapter" not in name,
     "teacher": lambda name: name.startswith("teacher."),  # never trains (a frozen training-time teacher)
+    "aligner": lambda name: name.startswith("aligner."),  # learns from the teacher, in training only (EVE's PAL)
 }
 
 

@@ -24,6 +24,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from vlbridge.cost import saved_activation_bytes
+from vlbridge.errors import ConfigError
 from vlbridge.flops import count_flops
 
 
@@ -59,6 +60,12 @@ class Connector(nn.Module):
         """Bytes autograd keeps for the backward pass of one image (measured; parameters excluded)."""
         example = self.example_input(num_inputs)
         return saved_activation_bytes(self, lambda: self(example))
+
+    def grid_cells(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """For an aligner (EVE's PAL): which of each image's output vectors are cells of a spatial grid, (B, n_max)
+        bool, raster order, and each grid's (h, w), (B, 2) long. Connectors whose vectors form no grid refuse."""
+        raise ConfigError(f"the {type(self).__name__} connector does not lay its vectors out on a grid, so an aligner "
+                          "(model.aligner) cannot read them; use a connector that does (e.g. eve_patch, patch)")
 
     def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
         """Pixel connectors: PIL images -> (B, C, H, W). Feature connectors read an encoder's preprocessing."""

@@ -124,6 +124,18 @@ class PatchEmbedding(Connector):
         patches holding any valid pixel (EVE's crop); all False for a blank (text-only) image."""
         return valid_cell_box(valid, self.patch).reshape(valid.shape[0], grid_h * grid_w)
 
+    def grid_cells(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        """For an aligner: every vector is a grid cell, (B, n_max) bool, and the grids (B, 2) long (h, w)."""
+        B, C, H, W = pixels.shape
+        if C == 4:
+            kept = valid_cell_box(pixels[:, 3], self.patch)  # (B, gh, gw)
+        else:
+            kept = torch.ones(B, H // self.patch, W // self.patch, dtype=torch.bool, device=pixels.device)
+        shapes = torch.stack([kept.any(2).sum(1), kept.any(1).sum(1)], 1)  # (B, 2)
+        count = shapes.prod(1)  # (B,)
+        n_max = int(count.max()) if B else 0
+        return torch.arange(n_max, device=pixels.device)[None, :] < count[:, None], shapes
+
     def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 4, H, W) (or (B, 3, H, W), every patch valid), H and W multiples of p ->
         vectors (B, n_max, d), each row's ``lengths[b]`` patch vectors in raster order then zeros, and

@@ -183,6 +183,16 @@ class EVEPatchEmbedding(Connector):
         kept = self._kept_cells(pixels)  # (B, Gh, Gw)
         return torch.stack([kept.any(2).sum(1), kept.any(1).sum(1)], 1)
 
+    def grid_cells(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        """For the patch aligning layer: (B, n_max) bool, which of each image's vectors are grid tokens (not CLS,
+        not SPLIT: position 1 + i*(w+1) + j, j < w), and the grids (B, 2) long."""
+        shapes = self.grid_shapes(pixels)  # (B, 2)
+        h, w = shapes[:, 0], shapes[:, 1]
+        lengths = torch.where(h * w > 0, 1 + h * (w + 1), 0)  # (B,)
+        position = torch.arange(int(lengths.max()) if len(lengths) else 0, device=pixels.device)[None, :]  # (1, n)
+        column = (position - 1) % (w[:, None] + 1)  # (B, n): w at a SPLIT
+        return (position >= 1) & (position < lengths[:, None]) & (column < w[:, None]), shapes
+
     # --- forward -------------------------------------------------------------------------------------
     def tokens(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 4, H, W) pixels -> the C-wide sequences before the MLP, one image after another
