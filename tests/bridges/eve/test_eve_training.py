@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from vlbridge.bridges.eve.pal import WithAlignment
@@ -118,3 +119,25 @@ def test_an_aligner_needs_a_connector_that_gives_a_grid(eve, tmp_path, tiny_dino
                  "model.connector_options={}")
     with pytest.raises(ConfigError, match="connector 'mlp' gives no grid"):
         build_seeded(recipe, training=True)
+
+
+def test_generate_and_eval_from_an_eve_run_read_no_encoder_on_square_and_wide_images(eve, tmp_path, shapes_dir,
+                                                                                      monkeypatch, capsys):
+    from vlbridge_cli.main import main
+
+    run = tmp_path / "run"
+    train(eve(run, "train.steps=1"), **QUIET)
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("inference built a vision encoder")
+
+    monkeypatch.setattr("vlbridge.encoders.build_vision_encoder", no_encoder)
+    for name, size in (("square.png", (56, 56)), ("wide.png", (140, 28))):
+        Image.new("RGB", size, (200, 30, 30)).save(tmp_path / name)
+        assert main(["generate", "--run", str(run), "--image", str(tmp_path / name), "--prompt", "What color?",
+                     "--max-new-tokens", "2"]) == 0
+        assert capsys.readouterr().out.endswith("\n")  # the (untrained, possibly empty) answer's line
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--run", str(run), "--data", str(shapes_dir / "test_short.json"), "--images",
+                 str(shapes_dir), "--limit", "2", "--max-new-tokens", "2", "--out", str(out)]) == 0
+    assert out.is_file()
