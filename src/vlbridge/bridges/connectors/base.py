@@ -28,6 +28,11 @@ from vlbridge.errors import ConfigError
 from vlbridge.flops import count_flops
 
 
+def is_positive_int(value: object) -> bool:
+    """An option check the connectors share: an int (not a bool) above 0."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 class Connector(nn.Module):
     """(B, n, d_v) features or (B, 3, H, W) pixels -> (B, n', d_out) visual vectors.
 

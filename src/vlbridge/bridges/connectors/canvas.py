@@ -84,3 +84,9 @@ def valid_cell_box(valid: Tensor, cell: int) -> Tensor:
         return (x.cumsum(1) > 0) & (x.flip(1).cumsum(1).flip(1) > 0)
 
     return span(rows)[:, :, None] & span(cols)[:, None, :]
+
+
+def grid_shape(kept: Tensor) -> Tensor:
+    """(B, Gh, Gw) bool from :func:`valid_cell_box` -> (B, 2) long: each image's cropped grid (h, w), (0, 0) when
+    blank."""
+    return torch.stack([kept.any(2).sum(1), kept.any(1).sum(1)], 1)

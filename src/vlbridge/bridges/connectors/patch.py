@@ -34,8 +34,8 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from vlbridge.bridges.connectors.base import Connector
-from vlbridge.bridges.connectors.canvas import fit_long_side, paste_on_canvas, valid_cell_box
+from vlbridge.bridges.connectors.base import Connector, is_positive_int
+from vlbridge.bridges.connectors.canvas import fit_long_side, grid_shape, paste_on_canvas, valid_cell_box
 from vlbridge.bridges.connectors.mlp import MLPProjector
 from vlbridge.errors import ConfigError
 
@@ -61,10 +61,6 @@ def _check(name: str, ok: bool, value: object, why: str) -> None:
         raise ConfigError(f"patch connector option {name}={value!r}: {why}")
 
 
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
 class PatchEmbedding(Connector):
     """(B, 4, S, S) canvases (or (B, 3, S, S), all valid) -> ((B, n_max, d) vectors, (B,) lengths).
 
@@ -78,8 +74,8 @@ class PatchEmbedding(Connector):
     def __init__(self, projection: nn.Module, patch: int, image_size: int,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, aspect: str = "keep"):
         super().__init__()
-        _check("patch", _positive_int(patch), patch, "must be a positive integer")
-        _check("image_size", _positive_int(image_size), image_size, "must be a positive integer")
+        _check("patch", is_positive_int(patch), patch, "must be a positive integer")
+        _check("image_size", is_positive_int(image_size), image_size, "must be a positive integer")
         _check("image_size", image_size % patch == 0, image_size, f"must be a multiple of patch={patch}")
         _check("mean", isinstance(mean, (tuple, list)) and len(mean) == 3, mean, "must hold 3 values (R, G, B)")
         _check("std", isinstance(std, (tuple, list)) and len(std) == 3 and all(s > 0 for s in std), std,
@@ -131,7 +127,7 @@ class PatchEmbedding(Connector):
             kept = valid_cell_box(pixels[:, 3], self.patch)  # (B, gh, gw)
         else:
             kept = torch.ones(B, H // self.patch, W // self.patch, dtype=torch.bool, device=pixels.device)
-        shapes = torch.stack([kept.any(2).sum(1), kept.any(1).sum(1)], 1)  # (B, 2)
+        shapes = grid_shape(kept)  # (B, 2)
         count = shapes.prod(1)  # (B,)
         n_max = int(count.max()) if B else 0
         return torch.arange(n_max, device=pixels.device)[None, :] < count[:, None], shapes
@@ -189,10 +185,10 @@ def build_patch_connector(input_width: int, output_width: int, options: PatchOpt
     """A new random linear patch embedding from RGB pixels (``input_width`` 3) to ``output_width`` (the LM
     width). Bad values raise :class:`ConfigError` naming the option."""
     _check("input_width", input_width == 3, input_width, "a patch connector reads RGB pixels (3)")
-    _check("output_width", _positive_int(output_width), output_width, "must be a positive integer")
-    _check("hidden", options.hidden is None or _positive_int(options.hidden), options.hidden,
+    _check("output_width", is_positive_int(output_width), output_width, "must be a positive integer")
+    _check("hidden", options.hidden is None or is_positive_int(options.hidden), options.hidden,
            "must be None (one Linear) or a positive integer")
-    _check("patch", _positive_int(options.patch), options.patch, "must be a positive integer")
+    _check("patch", is_positive_int(options.patch), options.patch, "must be a positive integer")
     patch_dim = 3 * options.patch * options.patch
     if options.hidden is None:
         projection = MLPProjector(patch_dim, output_width, layers=1)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vlbridge.bridges.connectors.base import Connector
+from vlbridge.bridges.connectors.base import Connector, is_positive_int
 from vlbridge.errors import ConfigError
 
 
@@ -69,10 +69,6 @@ def feed_forward(dim: int, mult: int = 4) -> nn.Sequential:
                          nn.Linear(mult * dim, dim, bias=False))
 
 
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
 class PerceiverResampler(nn.Module):
     """(b, T, F, v, D) media tokens -> (b, T, num_latents, D): T media per sample, F frames each, v tokens per
     frame. ``max_num_frames`` / ``max_num_media`` add learned frame / media-time embeddings for up to that
@@ -83,10 +79,10 @@ class PerceiverResampler(nn.Module):
         super().__init__()
         for name, value in [("dim", dim), ("depth", depth), ("heads", heads), ("dim_head", dim_head),
                             ("num_latents", num_latents), ("ff_mult", ff_mult)]:
-            if not _positive_int(value):
+            if not is_positive_int(value):
                 raise ValueError(f"PerceiverResampler {name} must be a positive integer, got {value!r}")
         for name, value in [("max_num_frames", max_num_frames), ("max_num_media", max_num_media)]:
-            if value is not None and not _positive_int(value):
+            if value is not None and not is_positive_int(value):
                 raise ValueError(f"PerceiverResampler {name} must be None or a positive integer, got {value!r}")
         self.dim, self.depth, self.heads, self.dim_head = dim, depth, heads, dim_head
         self.num_latents, self.ff_mult = num_latents, ff_mult
@@ -219,11 +215,11 @@ def build_perceiver(input_width: int, output_width: int, options: PerceiverOptio
     """A new random Perceiver resampler connector from ``input_width`` (d_v) features to ``output_width`` (what the
     injection reads). Bad option values raise :class:`ConfigError` naming the option."""
     for name in ("depth", "num_latents", "heads", "head_dim", "ff_mult"):
-        _check(name, _positive_int(getattr(options, name)), getattr(options, name), "must be a positive integer")
+        _check(name, is_positive_int(getattr(options, name)), getattr(options, name), "must be a positive integer")
     for name in ("width", "max_frames", "max_media"):
         value = getattr(options, name)
-        _check(name, value is None or _positive_int(value), value, "must be None or a positive integer")
-    if not (_positive_int(input_width) and _positive_int(output_width)):
+        _check(name, value is None or is_positive_int(value), value, "must be None or a positive integer")
+    if not (is_positive_int(input_width) and is_positive_int(output_width)):
         raise ConfigError(f"perceiver connector widths must be positive integers, got input {input_width!r}, "
                           f"output {output_width!r}")
     width = options.width or input_width

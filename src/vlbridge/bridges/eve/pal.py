@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlbridge.bridges.connectors.base import is_positive_int
 from vlbridge.errors import ConfigError
 
 
@@ -57,7 +58,7 @@ class PatchAligningLayer(nn.Module):
     def __init__(self, lm_width: int, teacher_width: int, num_layers: int, options: PALOptions = PALOptions()):
         super().__init__()
         for name, value in (("every", options.every), ("heads", options.heads)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_positive_int(value):
                 raise ConfigError(f"model.aligner_options.{name}={value!r}: must be a positive integer")
         if not isinstance(options.weight, (int, float)) or not math.isfinite(options.weight) or options.weight < 0:
             raise ConfigError(f"model.aligner_options.weight={options.weight!r}: must be a finite number >= 0")

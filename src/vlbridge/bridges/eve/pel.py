@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from vlbridge.bridges.connectors.base import Connector
-from vlbridge.bridges.connectors.canvas import fit_long_side, paste_on_canvas, valid_cell_box
+from vlbridge.bridges.connectors.base import Connector, is_positive_int
+from vlbridge.bridges.connectors.canvas import fit_long_side, grid_shape, paste_on_canvas, valid_cell_box
 from vlbridge.bridges.connectors.mlp import MLPProjector
 from vlbridge.bridges.connectors.patch import IMAGENET_MEAN, IMAGENET_STD
 from vlbridge.errors import ConfigError
@@ -66,10 +66,6 @@ class EVEPatchOptions:
 def _check(name: str, ok: bool, value: object, why: str) -> None:
     if not ok:
         raise ConfigError(f"eve_patch connector option {name}={value!r}: {why}")
-
-
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 class ResidualAttention(nn.Module):
@@ -119,7 +115,7 @@ class EVEPatchEmbedding(Connector):
         super().__init__()
         for name, value in (("patch", patch), ("pool", pool), ("image_size", image_size), ("width", width),
                             ("heads", heads)):
-            _check(name, _positive_int(value), value, "must be a positive integer")
+            _check(name, is_positive_int(value), value, "must be a positive integer")
         _check("image_size", image_size % (patch * pool) == 0, image_size,
                f"must be a multiple of patch * pool = {patch * pool} (whole pooled cells)")
         _check("heads", width % heads == 0, heads, f"must divide width={width}")
@@ -180,8 +176,7 @@ class EVEPatchEmbedding(Connector):
 
     def grid_shapes(self, pixels: Tensor) -> Tensor:
         """(B, 4, H, W) pixels -> (B, 2) long: each image's pooled grid (h, w), (0, 0) for a blank canvas."""
-        kept = self._kept_cells(pixels)  # (B, Gh, Gw)
-        return torch.stack([kept.any(2).sum(1), kept.any(1).sum(1)], 1)
+        return grid_shape(self._kept_cells(pixels))
 
     def grid_cells(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
         """For the patch aligning layer: (B, n_max) bool, which of each image's vectors are grid tokens (not CLS,
@@ -207,7 +202,7 @@ class EVEPatchEmbedding(Connector):
         pooled = F.avg_pool2d(fine, r).flatten(1)  # (N, C): Q0
         local = self.local_attention(pooled[:, None], fine.flatten(2).transpose(1, 2))[:, 0]  # (N, C): L
 
-        h, w = kept.any(2).sum(1), kept.any(1).sum(1)  # (B,) each image's grid
+        h, w = grid_shape(kept).unbind(1)  # (B,) each image's grid
         count = h * w  # (B,) local tokens per image
         slots = torch.arange(int(count.max()), device=kept.device)[None, :] < count[:, None]  # (B, m_max)
         grouped = local.new_zeros(*slots.shape, C).masked_scatter(slots[..., None], local)  # (B, m_max, C)
@@ -280,8 +275,8 @@ def build_eve_patch(input_width: int, output_width: int, options: EVEPatchOption
     width), its MLP ``Linear(C, d) -> GELU -> Linear(d, d)``. Bad values raise :class:`ConfigError` naming the
     option."""
     _check("input_width", input_width == 3, input_width, "the EVE patch embedding reads RGB pixels (3)")
-    _check("output_width", _positive_int(output_width), output_width, "must be a positive integer")
-    _check("width", _positive_int(options.width), options.width, "must be a positive integer")
+    _check("output_width", is_positive_int(output_width), output_width, "must be a positive integer")
+    _check("width", is_positive_int(options.width), options.width, "must be a positive integer")
     projection = MLPProjector(options.width, output_width, output_width, "gelu", layers=2)
     return EVEPatchEmbedding(projection, options.image_size, options.patch, options.pool, options.width,
                              options.heads, options.mean, options.std)
