@@ -39,9 +39,9 @@ def load_image(
     or corrupt file fails now, not later inside a batch. EXIF orientation is applied, as Hugging Face
     ``transformers.image_utils.load_image`` does, so pixels are the way a viewer shows them.
 
-    Conversions: L/1 (grey) -> RGB; LA, RGBA, PA and P with a transparent colour -> composited on
-    white; CMYK, YCbCr, LAB, HSV -> RGB via Pillow; 16-bit grey (I;16, I) -> scaled by 255/65535;
-    32-bit float (F) -> values in [0, 1] are scaled by 255, others clipped to [0, 255].
+    Conversions: L/1 (grey) -> RGB; LA, RGBA, PA, and P, L or RGB with a transparent colour ->
+    composited on white; CMYK, YCbCr, LAB, HSV -> RGB via Pillow; 16-bit grey (I;16, I) -> scaled
+    by 255/65535; 32-bit float (F) -> values in [0, 1] are scaled by 255, others clipped to [0, 255].
 
     Raises :class:`DataError` for a missing, empty, unreadable, corrupt, truncated, zero-sized or
     larger than ``max_pixels`` image.
@@ -89,13 +89,11 @@ def load_image(
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert an image of any Pillow mode to 8-bit RGB (see :func:`load_image` for the rules)."""
     mode = image.mode
+    if mode in ("P", "L", "RGB") and "transparency" in image.info:
+        # a palette (one index or alpha per index), grey or RGB image may mark a colour transparent (PNG tRNS)
+        return _on_white(image.convert("RGBA"))
     if mode == "RGB":
         return image
-    if mode == "P":
-        # A palette image may mark one index (or alpha per index) as transparent.
-        if "transparency" in image.info:
-            return _on_white(image.convert("RGBA"))
-        return image.convert("RGB")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         return _on_white(image.convert("RGBA"))
     if mode in _WIDE_INT_MODES:
