@@ -10,6 +10,7 @@ from vlbridge.bridges.registry import build_aligner, build_bridge, resolve_spec
 from vlbridge.bridges.spec import BridgeSpec
 from vlbridge.models.language_model import LanguageModel
 from vlbridge.models.seq2seq_language_model import Seq2SeqLanguageModel
+from vlbridge.models.truncate import keep_first_layers
 from vlbridge.text.chat_format import ChatFormat, chat_format_for
 from vlbridge.recipe import ModelConfig
 from vlbridge.vlm import VisionLanguageModel
@@ -61,6 +62,8 @@ def build_model(config: ModelConfig, training: bool = False) -> Built:
     spec = resolve_spec(config)  # before any weights load: a typo should not cost a model load
     build_aligner(config, None, None)  # the same for the teacher / aligner keys (no teacher: checks only)
     lm_module, tokenizer = load_language_model(config.language_model)
+    if config.language_model_layers is not None:
+        keep_first_layers(lm_module, config.language_model_layers)
     language_model = wrap_language_model(lm_module)
     if config.lora_rank > 0:
         add_lora(language_model, config)

@@ -19,6 +19,8 @@ from vlbridge.errors import ConfigError
 @dataclass
 class ModelConfig:
     language_model: str = "smollm2-135m"  # registry name or a local Hugging Face causal-LM folder
+    language_model_layers: int | None = None  # keep only the LM's first k decoder layers (its final norm and head
+    # stay): PaLM2-VAdapter's tiny LM trained as a captioning decoder (recipes/vadapter/stage1.yaml); None = all
     vision_encoder: str = "dinov2-small"  # registry name, a local CLIP / SigLIP / DINOv2 folder, or "none" (the
     # connector reads pixels itself: encoder-free models)
     vision_layer: int | None = None  # encoder layer giving the grid; None = the preset's (ViT: -2, penultimate, CLS dropped)

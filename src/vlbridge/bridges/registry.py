@@ -22,6 +22,7 @@ from vlbridge.bridges.connectors.base import Connector
 from vlbridge.bridges.connectors.mlp import MLPOptions, build_mlp
 from vlbridge.bridges.connectors.patch import PatchOptions, build_patch_connector
 from vlbridge.bridges.connectors.perceiver import PerceiverOptions, build_perceiver
+from vlbridge.bridges.connectors.tiny_lm import TinyLMOptions, build_tiny_lm
 from vlbridge.bridges.connectors.zeros import ZerosOptions, build_zeros
 from vlbridge.bridges.eve.pal import PALOptions, build_pal
 from vlbridge.bridges.eve.pel import EVEPatchOptions, build_eve_patch
@@ -44,6 +45,7 @@ CONNECTORS: dict[str, ConnectorEntry] = {
     "mlp": ConnectorEntry(MLPOptions, build_mlp, "features"),  # LLaVA / MemVP projector: one vector per feature
     "qformer": ConnectorEntry(QFormerOptions, build_qformer_bridge_connector, "features"),  # BLIP-2: 32 queries
     "perceiver": ConnectorEntry(PerceiverOptions, build_perceiver, "features"),  # Flamingo resampler: 64 latents
+    "tiny_lm": ConnectorEntry(TinyLMOptions, build_tiny_lm, "features"),  # PaLM2-VAdapter: resampler + tiny LM
     "zeros": ConnectorEntry(ZerosOptions, build_zeros, "features"),  # MemVP's "w/o visual prompts" ablation
     "patch": ConnectorEntry(PatchOptions, build_patch_connector, "pixels"),  # linear patch embedding (Fuyu)
     "eve_patch": ConnectorEntry(EVEPatchOptions, build_eve_patch, "pixels"),  # EVE's patch embedding layer

@@ -282,14 +282,15 @@ def initialise_from(model, folder: str | Path, log=print) -> dict:
     trainable tensors that keep their initialisation) and ``not_in_model`` (the checkpoint's tensors that this
     model has not, such as stage-1 heads); all three are logged."""
     source = resolve_checkpoint(folder)
-    state = read_state(source, read_meta(source))
+    meta = read_meta(source)
+    state = model.bridge.connector.adopt_state(read_state(source, meta), meta, str(folder))
     own = dict(model.named_parameters())
     wrong = sorted(f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
                    if k in own and v.shape != own[k].shape)
     if wrong:
         raise ConfigError(f"model.init_from={folder}: tensors of the same name differ in shape (checkpoint vs model): "
                           f"{wrong[:5]}{' ...' if len(wrong) > 5 else ''}")
-    theirs = read_meta(source).get("vision_encoder")
+    theirs = meta.get("vision_encoder")
     ours = model_identity(model, set(state))["vision_encoder"]
     if theirs is not None and theirs != ours:
         raise ConfigError(f"model.init_from={folder}: its tensors were trained on another vision encoder "

@@ -72,6 +72,12 @@ class Connector(nn.Module):
         raise ConfigError(f"the {type(self).__name__} connector does not lay its vectors out on a grid, so an aligner "
                           "(model.aligner) cannot read them; use a connector that does (e.g. eve_patch, patch)")
 
+    def adopt_state(self, state: dict[str, Tensor], meta: dict, source: str) -> dict[str, Tensor]:
+        """Another run's trained tensors (``model.init_from`` = ``source``, its ``meta.json`` = ``meta``) under this
+        model's names; unchanged by default. A connector built from another kind of run renames them here
+        (PaLM2-VAdapter's adapter from a captioning run: :mod:`vlbridge.bridges.connectors.tiny_lm`)."""
+        return state
+
     def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
         """Pixel connectors: PIL images -> (B, C, H, W). Feature connectors read an encoder's preprocessing."""
         raise NotImplementedError(f"{type(self).__name__} consumes {self.consumes}, not images")
