@@ -57,7 +57,8 @@ class DataConfig:
     format: str = "llava"  # how train / val are read (vlbridge.datasets.training_sets.TRAINING_READERS):
     # llava = LLaVA conversation JSON files | scienceqa = a ScienceQA folder (problems.json, pid_splits.json,
     # images/), each problem the QCM-A sample of MemVP's code (target "The answer is X.")
-    train: str = "data/shapes/train_short.json"  # llava: JSON of training conversations; scienceqa: the folder
+    train: str | list[str] = "data/shapes/train_short.json"  # llava: JSON of training conversations (or a list of
+    # such files, read in order into one set); scienceqa: the folder
     val: str = "data/shapes/val_short.json"  # llava: JSON used for periodic evaluation; scienceqa: the folder
     train_split: str = "train"  # scienceqa only: the pid_splits.json split trained on
     val_split: str = "val"  # scienceqa only: the pid_splits.json split of periodic evaluation

@@ -63,6 +63,19 @@ def test_llava_format_is_unchanged(shapes):
     assert read_training_set(data, "train") == expected
 
 
+def test_a_list_of_llava_files_is_read_in_order_into_one_set(shapes):
+    files = [str(shapes / "train_caption.json"), str(shapes / "train_mc.json")]
+    recipe = load_recipe(None, [f"data.train={files}", f"data.image_root={shapes}"])
+    samples = read_training_set(recipe.data, "train")
+    expected = [s for f in files for s in read_llava_json(f, image_root=shapes)]
+    assert samples == expected and samples.skipped == []
+    for bad in ([], [str(shapes / "train_mc.json"), 3]):
+        with pytest.raises(ConfigError, match="data.train=.*non-empty list"):
+            read_training_set(DataConfig(train=bad, image_root=str(shapes)), "train")
+    with pytest.raises(ConfigError, match="scienceqa reads one ScienceQA folder, not a list"):
+        read_training_set(sqa(shapes / "scienceqa", train=[str(shapes / "scienceqa")]), "train")
+
+
 def test_unknown_format_lists_the_valid_ones(shapes):
     with pytest.raises(ConfigError, match=r"unknown data.format 'sqa'; valid: \['llava', 'scienceqa'\]"):
         read_training_set(DataConfig(format="sqa"), "train")

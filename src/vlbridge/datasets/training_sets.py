@@ -2,7 +2,7 @@
 
 ``data.format`` names the layout of ``data.train`` and ``data.val``:
 
-- ``llava``: each is a LLaVA conversation JSON file (:func:`vlbridge.data.llava_json.read_llava_json`), its
+- ``llava``: each is a LLaVA conversation JSON file (or a list of them, read in order into one set) (:func:`vlbridge.data.llava_json.read_llava_json`), its
   image paths relative to ``data.image_root``; every sample keeps its own prompt and answer.
 - ``scienceqa``: each is a ScienceQA folder (``problems.json``, ``pid_splits.json``, ``images/``) read by
   :func:`vlbridge.datasets.scienceqa.read_scienceqa`; ``data.train_split`` / ``data.val_split`` pick the
@@ -33,10 +33,23 @@ PARTS = ("train", "val")
 
 
 def _read_llava(data: "DataConfig", part: str) -> SampleList:
-    return read_llava_json(getattr(data, part), image_root=data.image_root, on_error=data.on_bad_record)
+    """One LLaVA JSON file, or a list of them read in order into one set (e.g. captions and short answers)."""
+    files = getattr(data, part)
+    if isinstance(files, str):
+        return read_llava_json(files, image_root=data.image_root, on_error=data.on_bad_record)
+    if not files or not all(isinstance(file, str) for file in files):
+        raise ConfigError(f"data.{part}={files!r}: give a LLaVA JSON file or a non-empty list of them")
+    samples = SampleList()
+    for file in files:
+        part_samples = read_llava_json(file, image_root=data.image_root, on_error=data.on_bad_record)
+        samples.extend(part_samples)
+        samples.skipped.extend(part_samples.skipped)
+    return samples
 
 
 def _read_scienceqa(data: "DataConfig", part: str) -> SampleList:
+    if not isinstance(getattr(data, part), str):
+        raise ConfigError(f"data.{part}: data.format=scienceqa reads one ScienceQA folder, not a list")
     root, split = Path(getattr(data, part)), getattr(data, f"{part}_split")
     if not root.is_dir():
         found = "is a file, not a folder" if root.exists() else "does not exist"
