@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from vlbridge.encoders.image_transforms import to_rgb
+from vlbridge.data.images import to_rgb
 from vlbridge.errors import DataError
 
 
@@ -49,7 +49,11 @@ def paste_on_canvas(images: Sequence[Image.Image], side: int, mean: Sequence[flo
 
     ``centre_cell`` None pastes at the top-left; an int pastes centred, each offset rounded down to a
     multiple of it (:func:`centred_offset`), so with sizes and ``side`` multiples of it the valid region
-    covers whole cells. Bad records raise :class:`DataError` naming their index."""
+    covers whole cells. Any mode is converted by the rules images read from files follow
+    (:func:`vlbridge.data.images.to_rgb`: alpha and transparent colours on white, 16-bit grey scaled, not
+    clipped), so an image passed in memory gives the same pixels as its file. Any size works: a side of 1 px
+    still covers one cell, an image smaller than a cell is enlarged like any other. Bad records raise
+    :class:`DataError` naming their index."""
     if len(images) == 0:
         raise DataError("no images to preprocess")
     mean_rgb = np.asarray(mean, dtype=np.float32)

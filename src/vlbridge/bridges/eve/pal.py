@@ -11,8 +11,10 @@ its grid, :meth:`grid_cells`: EVE's patch embedding drops CLS and the SPLIT colu
     loss     = mean over cells of 1 - cos(pred, teacher cell), averaged over the images of the batch
 
 (EVE's code: the attention scale is the full width's, C^-1/2, not the head's, and the query is the last level's
-normalised projection; both kept.) Text-only samples add 0: a batch without images gives a zero that still
-touches every PAL parameter, so that distributed training sees a gradient for each.
+normalised projection; both kept.) Text-only samples add 0 and are not counted in the mean over images (a row
+without an image, or a blank canvas with an empty grid); a batch without any image gives a zero that still
+touches every PAL parameter, so that distributed training sees a gradient for each. The PAL needs the image's
+vectors in the LM's sequence (the input-space injection); :class:`WithAlignment` refuses any other.
 
 Grids (ours, documented in docs/eve.md): our teacher's features come from its own preprocessing of the whole
 image (a square resize, cached like any encoder's), EVE's grid covers the same whole image at its own aspect
@@ -94,15 +96,20 @@ class PatchAligningLayer(nn.Module):
         hidden_states: the LM's (embedding output first), each (B, L', d); visual_positions (B, L') bool, where
         each row's visual vectors sit, in order; image_rows (B_img,) the batch rows holding the images;
         cells (B_img, n_max) bool, which of an image's vectors are grid cells (raster order); shapes (B_img, 2)
-        its grid (h, w); teacher (B_img, n_t, C) the teacher's square grid features."""
-        if image_rows.numel() == 0:  # text only: a zero that reaches every parameter (EVE's code does likewise)
+        its grid (h, w); teacher (B_img, n_t, C) the teacher's square grid features.
+
+        An image with an empty grid (a blank canvas: EVE's own way of giving a text-only sample an image) adds
+        nothing and is not counted, like a row without an image."""
+        with_grid = [] if image_rows.numel() == 0 else (shapes.prod(1) > 0).nonzero().flatten().tolist()
+        if not with_grid:  # text only: a zero that reaches every parameter (EVE's code does likewise)
             return sum(p.sum() for p in self.parameters()) * 0.0
         levels = torch.stack([hidden_states[i] for i in self.levels], dim=2)  # (B, L', K, d)
         side = math.isqrt(teacher.shape[1])
         if side * side != teacher.shape[1]:
             raise ValueError(f"the teacher's {teacher.shape[1]} features are not a square grid")
         losses = []
-        for k, row in enumerate(image_rows.tolist()):
+        for k in with_grid:
+            row = int(image_rows[k])
             h, w = shapes[k].tolist()
             vectors = levels[row][visual_positions[row]]  # (n_k, K, d), the image's vectors in order
             grid = vectors[cells[k, :vectors.shape[0]]]  # (h*w, K, d)
@@ -138,6 +145,11 @@ class WithAlignment(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
+        injection = model.bridge.injection
+        if injection.visual_sequence_length(1) == 0:  # memory space, cross-attention: the sequence stays text
+            raise ConfigError(f"model.aligner reads the LM's hidden states at the image's vectors in its sequence, and "
+                              f"the {type(injection).__name__} injection puts none there: use "
+                              "model.injection=input_space")
         self.model = model
 
     def forward(self, batch):
