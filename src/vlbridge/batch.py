@@ -18,16 +18,22 @@ from vlbridge.text.tokenize import IGNORE, Encoded, TruncationPolicy, encode_sam
 class ImageInputs:
     """What the model needs of the batch's images, for the rows with an image only (B_img of them):
     either pixels (for the vision encoder, or for a connector that reads pixels), or features a frozen encoder
-    computed earlier (the cache); in training, also a teacher encoder's features for an auxiliary loss."""
+    computed earlier (the cache); in training, also a teacher encoder's features for an auxiliary loss.
+
+    A batch of clips (``num_frames`` set, every clip that long: :func:`vlbridge.data.clips.frames_per_clip`) has a
+    frame axis after the batch axis in every tensor: pixels (B_img, F, C, H, W), grid (B_img, F, v, d_v), pooled
+    (B_img, F, d_v), teacher (B_img, F, n_t, d_t)."""
 
     pixel_values: Tensor | None = None  # (B_img, C, H, W)
     grid: Tensor | None = None  # (B_img, n, d_v)
     pooled: Tensor | None = None  # (B_img, d_v)
     teacher: Tensor | None = None  # (B_img, n_t, d_t) the teacher encoder's grid features (training only)
+    num_frames: int | None = None  # frames per clip when the rows are clips; None for single images
 
     def to(self, device) -> "ImageInputs":
         move = lambda t: t.to(device) if isinstance(t, Tensor) else t  # noqa: E731
-        return ImageInputs(move(self.pixel_values), move(self.grid), move(self.pooled), move(self.teacher))
+        return ImageInputs(move(self.pixel_values), move(self.grid), move(self.pooled), move(self.teacher),
+                           self.num_frames)
 
 
 @dataclass
@@ -43,6 +49,7 @@ class Batch:
     sample_ids: list[str] = field(default_factory=list)
     padding_side: str = "right"
     targets: Tensor | None = None  # (B, T) encoder-decoder LMs: decoder targets, right-padded with IGNORE
+    sources: list[str] = field(default_factory=list)  # each row's data file ("" unknown), for error messages
 
     def to(self, device) -> "Batch":
         move = lambda t: t.to(device) if isinstance(t, Tensor) else t  # noqa: E731
@@ -102,4 +109,5 @@ class Collator:
         has_image = torch.tensor([e.has_image for e in encoded], dtype=torch.bool)
         with_images = [s for s, e in zip(samples, encoded) if e.has_image]
         images = self.load_images(with_images) if with_images else ImageInputs()
-        return Batch(input_ids, attention_mask, labels, has_image, images, [s.id for s in samples], side, targets)
+        return Batch(input_ids, attention_mask, labels, has_image, images, [s.id for s in samples], side, targets,
+                     [s.source for s in samples])

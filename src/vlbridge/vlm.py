@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from vlbridge.batch import Batch
 from vlbridge.bridges.bridge import Bridge
+from vlbridge.errors import DataError
 from vlbridge.models.language_model import LanguageModel, LMOutput, positions_from_mask
 
 
@@ -72,16 +73,29 @@ class VisionLanguageModel(nn.Module):
     def visual_tokens(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """(B, n', d) visual vectors and each row's count of them (B,), or None when every image gives n';
         rows without an image are zeros (never read by input-space injection; MemVP's indicator zeroes them
-        as in its code) with count 0."""
+        as in its code) with count 0.
+
+        Clips (``batch.images.num_frames``): the encoder reads each frame alone, and the connector, if it takes
+        clips (:meth:`~vlbridge.bridges.connectors.base.Connector.frames_refused`), reads the frames' grids
+        together, (B_img, F, v, d_v), and gives its n' vectors per clip, as for an image."""
         images = batch.images
+        frames = images.num_frames
+        if frames is not None:
+            self._check_clips(batch, frames)
         grid, pooled, pixels = images.grid, images.pooled, None
         if self.bridge.consumes == "pixels":
             pixels = images.pixel_values
         elif grid is None and images.pixel_values is not None:
             if self.vision_encoder is None:
                 raise ValueError("the batch holds pixels but the model has no vision encoder")
-            features = self.vision_encoder(images.pixel_values)
+            pixel_values = images.pixel_values
+            if frames is not None:
+                pixel_values = pixel_values.flatten(0, 1)  # (B_img * F, C, H, W): each frame alone
+            features = self.vision_encoder(pixel_values)
             grid, pooled = features.grid, features.pooled
+            if frames is not None:  # (B_img, F, v, d_v) and (B_img, F, d_v)
+                grid = grid.unflatten(0, (-1, frames))
+                pooled = pooled.unflatten(0, (-1, frames)) if pooled is not None else None
         B = batch.input_ids.shape[0]
         d = self.bridge.injection.input_width(self.language_model)
         if grid is None and pixels is None:  # a text-only batch: no image anywhere
@@ -95,6 +109,17 @@ class VisionLanguageModel(nn.Module):
         counts = lengths.new_zeros(B)
         counts[batch.has_image] = lengths
         return out, counts
+
+    def _check_clips(self, batch: Batch, frames: int) -> None:
+        """Refuse a batch of clips the connector cannot read, naming the first clip's record."""
+        why = self.bridge.connector.frames_refused(frames)
+        if why is None:
+            return
+        rows = batch.has_image.nonzero().flatten().tolist()
+        row = rows[0] if rows else 0
+        record = batch.sample_ids[row] if row < len(batch.sample_ids) else None
+        source = batch.sources[row] if row < len(batch.sources) else ""
+        raise DataError(why, file=source or None, record=record, field="image")
 
     def forward(self, batch: Batch, output_hidden_states: bool = False, row_losses: bool = False) -> LMOutput:
         """The answer-token loss; with ``output_hidden_states`` also the LM's hidden states (embedding output

@@ -48,20 +48,23 @@ class Bridge(nn.Module):
 
     def pool_grid(self, grid: Tensor) -> Tensor:
         """(B, h*w, d_v) square grid -> (B, (h/k)*(w/k), d_v) by k x k average pooling (fewer visual
-        tokens: the usual way to cut input-space cost, e.g. LLaVA-OneVision's 2x2 pooling)."""
+        tokens: the usual way to cut input-space cost, e.g. LLaVA-OneVision's 2x2 pooling); clips' frames
+        (B, F, h*w, d_v) each alone."""
         if self.pool == 1:
             return grid
-        B, n, d = grid.shape
+        *lead, n, d = grid.shape
         side = math.isqrt(n)
         if side * side != n or side % self.pool:
             raise ValueError(f"pool={self.pool} needs a square grid whose side it divides, got {n} tokens")
-        image = grid.transpose(1, 2).reshape(B, d, side, side)
-        return nn.functional.avg_pool2d(image, self.pool).flatten(2).transpose(1, 2)
+        image = grid.reshape(-1, n, d).transpose(1, 2).reshape(-1, d, side, side)
+        pooled = nn.functional.avg_pool2d(image, self.pool).flatten(2).transpose(1, 2)
+        return pooled.reshape(*lead, pooled.shape[1], d)
 
     def forward(self, grid: Tensor | None = None, pooled: Tensor | None = None,
                 pixels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """grid (B, n, d_v) and pooled (B, d_v) features, or pixels (B, C, H, W) -> visual vectors (B, n', d)
-        and each row's count of valid vectors (B,), or None when every image gives n'."""
+        and each row's count of valid vectors (B,), or None when every image gives n'. Clips (a connector that
+        takes them): grid (B, F, v, d_v) and pooled (B, F, d_v), one vector per frame when pooled."""
         if self.consumes == "pixels":
             if pixels is None:
                 raise ValueError("this bridge's connector reads pixels, the batch has none")
@@ -69,7 +72,7 @@ class Bridge(nn.Module):
         elif self.features == "pooled":
             if pooled is None:
                 raise ValueError("this bridge uses pooled features but the encoder gave none")
-            out = self.connector(pooled[:, None, :])
+            out = self.connector(pooled.unsqueeze(-2))  # (B, 1, d_v), or (B, F, 1, d_v) for clips
         else:
             if grid is None:
                 raise ValueError("this bridge's connector reads vision features, the batch has none")

@@ -31,11 +31,13 @@ def load_image(
     record: object = None,
     source: object = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    field: str = "image",
 ) -> Image.Image:
     """Read ``path`` fully and return it as RGB (mode ``"RGB"``, 8 bits per channel).
 
-    ``record`` (the id of the sample that uses the image) and ``source`` (the annotation file that
-    referenced it) only make error messages precise. The whole image is decoded here, so a truncated
+    ``record`` (the id of the sample that uses the image), ``source`` (the annotation file that
+    referenced it) and ``field`` (where in the record: ``image``, or ``image[2]`` for a clip's third frame)
+    only make error messages precise. The whole image is decoded here, so a truncated
     or corrupt file fails now, not later inside a batch. EXIF orientation is applied, as Hugging Face
     ``transformers.image_utils.load_image`` does, so pixels are the way a viewer shows them.
 
@@ -51,7 +53,7 @@ def load_image(
     def fail(message: str) -> DataError:
         # The image path always appears; the annotation file is the primary "where" when known.
         if source is not None:
-            return DataError(f"image {path}: {message}", file=source, record=record, field="image")
+            return DataError(f"image {path}: {message}", file=source, record=record, field=field)
         return DataError(message, file=path, record=record)
 
     if not path.exists():

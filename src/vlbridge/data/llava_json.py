@@ -9,8 +9,19 @@ A file is a JSON list of records::
 
 ``image`` is relative to an image folder (LLaVA's ``--image_folder``); when it is present the first
 human turn holds exactly one ``<image>`` placeholder. Roles alternate human, gpt, human, ...
+
+A **clip** (video frames in time order) is a list of image files under the same key, for the same single
+``<image>`` placeholder, which stands for the whole clip::
+
+    {"id": "clip_7", "image": ["clips/clip_7_f0.png", "clips/clip_7_f1.png", "clips/clip_7_f2.png"],
+     "conversations": [{"from": "human", "value": "<image>\nWhich way did the red circle move?"},
+                       {"from": "gpt", "value": "right"}]}
+
+Any list is a clip, even of one frame (:attr:`Sample.frames`; a clip of one frame is not the same input as that
+image alone: the connector adds its frame embedding). Several separate images in one record (LLaVA-OneVision's
+interleaved ``<image>`` per list item) and video files (a ``video`` key) are refused, naming the record.
 Every violation is a :class:`DataError` naming the file, the record (its id, or its index when the id
-itself is bad) and the field.
+itself is bad) and the field (``image[i]`` for a clip's frame i).
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from vlbridge.data.clips import frame_field, load_clip
 from vlbridge.data.images import load_image
 from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
 from vlbridge.errors import DataError
@@ -61,7 +73,8 @@ def read_llava_json(
     """Read a LLaVA JSON file into samples (roles mapped to "user"/"assistant").
 
     ``image_root`` is the folder ``image`` paths are relative to (default: the JSON file's folder).
-    ``check_images=True`` also opens every image fully (slow on big sets, catches broken files early).
+    ``check_images=True`` also opens every image fully (slow on big sets, catches broken files early), and
+    checks that a clip's frames are all the same size.
     ``on_error="skip"`` leaves bad records out and lists them in the result's ``skipped`` (and logs a
     warning); the default raises on the first bad record.
     """
@@ -76,6 +89,8 @@ def read_llava_json(
             sample = parse_record(record, index=index, file=path, image_root=root)
             if check_images and sample.image is not None:
                 load_image(sample.image, record=sample.id, source=path)
+            if check_images and sample.frames:
+                load_clip(sample)  # every frame decoded, and all of one size
             samples.append(sample)
         except DataError as error:
             if on_error == "raise":
@@ -98,9 +113,15 @@ def parse_record(record: Any, *, index: int, file: str | Path, image_root: Path)
     if name is None:
         raise DataError(f"id must be a non-empty string, got {record['id']!r}", field="id", **where)
 
-    image = record.get("image")
-    if image is not None and (not isinstance(image, str) or not image.strip()):
-        raise DataError(f"image must be a non-empty string path, got {image!r}", field="image", **where)
+    image, frames = record.get("image"), None
+    if isinstance(image, list):
+        frames, image = _frames(image, where), None
+    elif image is not None and (not isinstance(image, str) or not image.strip()):
+        raise DataError(f"image must be a non-empty string path (or a list of them: a clip's frames), got {image!r}",
+                        field="image", **where)
+    if "video" in record:
+        raise DataError("video files are not read; give the clip's frames as a list of image files under 'image'",
+                        field="video", **where)
 
     conversation = record.get("conversations")
     if conversation is None:
@@ -127,7 +148,8 @@ def parse_record(record: Any, *, index: int, file: str | Path, image_root: Path)
             raise DataError("value is empty", field=f"{field}.value", **where)
         turns.append(Turn(role=ROLE_FROM_LLAVA[role], text=value))
 
-    _check_placeholder(turns, has_image=image is not None, where=where)
+    _check_placeholder(turns, has_image=image is not None or frames is not None, where=where,
+                       clip=frames is not None)
     meta = record.get("meta", {})
     if not isinstance(meta, dict):
         raise DataError(f"meta must be an object, got {type(meta).__name__}", field="meta", **where)
@@ -137,14 +159,28 @@ def parse_record(record: Any, *, index: int, file: str | Path, image_root: Path)
         image=image_root / image if image is not None else None,
         source=str(file),
         meta=meta,
+        frames=tuple(image_root / frame for frame in frames or ()),
     )
 
 
-def _check_placeholder(turns: list[Turn], *, has_image: bool, where: dict) -> None:
+def _frames(value: list, where: dict) -> list[str]:
+    """A clip's frame paths (the ``image`` list), each a non-empty string."""
+    if not value:
+        raise DataError("image is an empty list; a clip needs at least one frame", field="image", **where)
+    for i, frame in enumerate(value):
+        if not isinstance(frame, str) or not frame.strip():
+            raise DataError(f"a clip's frame must be a non-empty string path, got {frame!r}", field=frame_field(i),
+                            **where)
+    return value
+
+
+def _check_placeholder(turns: list[Turn], *, has_image: bool, where: dict, clip: bool = False) -> None:
     counts = [turn.text.count(IMAGE_PLACEHOLDER) for turn in turns]
     total = sum(counts)
     if total > 1:
-        raise DataError(f"{IMAGE_PLACEHOLDER} appears {total} times; at most one image per record",
+        more = (" (a list under 'image' is one clip, its frames in order, shown at a single placeholder; several "
+                "separate images per record are not supported)") if clip else ""
+        raise DataError(f"{IMAGE_PLACEHOLDER} appears {total} times; at most one image per record{more}",
                         field="conversations", **where)
     if has_image and counts[0] != 1:
         if total == 0:
@@ -158,7 +194,7 @@ def _check_placeholder(turns: list[Turn], *, has_image: bool, where: dict) -> No
 
 
 def write_llava_json(samples: Iterable[Sample], path: str | Path, image_root: str | Path) -> None:
-    """Write samples as LLaVA JSON with image paths relative to ``image_root``.
+    """Write samples as LLaVA JSON with image paths relative to ``image_root`` (a clip's frames as a list).
 
     ``meta`` goes under a ``"meta"`` key (omitted when empty) so :func:`read_llava_json` gives back
     equal samples. The output is deterministic (same samples -> same bytes) and written atomically.
@@ -169,12 +205,10 @@ def write_llava_json(samples: Iterable[Sample], path: str | Path, image_root: st
         where = {"file": path, "record": sample.id}
         record: dict[str, Any] = {"id": sample.id}
         if sample.image is not None:
-            try:
-                relative = Path(sample.image).relative_to(image_root)
-            except ValueError:
-                raise DataError(f"image {sample.image} is not inside image_root {image_root}",
-                                field="image", **where) from None
-            record["image"] = relative.as_posix()
+            record["image"] = _relative(sample.image, image_root, "image", where)
+        if sample.frames:
+            record["image"] = [_relative(frame, image_root, frame_field(i), where)
+                               for i, frame in enumerate(sample.frames)]
         conversation = []
         for turn in sample.turns:
             if turn.role not in ROLE_TO_LLAVA:
@@ -189,6 +223,13 @@ def write_llava_json(samples: Iterable[Sample], path: str | Path, image_root: st
     # One record per line: still one JSON list, but greppable, diffable and fast to write.
     lines = ",\n".join(json.dumps(record, ensure_ascii=False) for record in records)
     write_text_atomic(f"[\n{lines}\n]\n" if records else "[]\n", path)
+
+
+def _relative(image: Path, image_root: Path, field: str, where: dict) -> str:
+    try:
+        return Path(image).relative_to(image_root).as_posix()
+    except ValueError:
+        raise DataError(f"image {image} is not inside image_root {image_root}", field=field, **where) from None
 
 
 def write_json_atomic(data: Any, path: str | Path, *, indent: int | None = None) -> None:

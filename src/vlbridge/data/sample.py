@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 IMAGE_PLACEHOLDER = "<image>"
-"""Where the image goes in a user turn (LLaVA convention). At most one per sample."""
+"""Where the image (or the whole clip of frames) goes in a user turn (LLaVA convention). At most one per sample."""
 
 Role = Literal["user", "assistant"]
 
@@ -22,7 +22,11 @@ class Turn:
 
 @dataclass(frozen=True)
 class Sample:
-    """An image (or none) and a conversation about it.
+    """An image, a clip of frames, or neither, and a conversation about it.
+
+    A clip (``frames``: its image files in time order, ``image`` None) fills the one image placeholder as a
+    whole: the vision encoder reads each frame, and the connector reads the frames together (only a connector
+    that takes clips, :attr:`vlbridge.bridges.connectors.base.Connector.takes_frames`).
 
     ``meta`` carries what evaluation needs and the model never sees; its keys, when present:
     ``task`` ("short" | "mc" | "caption"), ``answers`` (list of reference answers: the 10 human
@@ -35,6 +39,20 @@ class Sample:
     image: Path | None = None
     source: str = ""  # the file the record came from, for error messages
     meta: dict[str, Any] = field(default_factory=dict)
+    frames: tuple[Path, ...] = ()  # a clip: its frames' image files in time order (then image is None)
+
+    def __post_init__(self) -> None:
+        if self.image is not None and self.frames:
+            raise ValueError(f"sample {self.id!r}: an image or a clip of frames, not both")
+
+    @property
+    def image_files(self) -> tuple[Path, ...]:
+        """The image files the sample shows: its clip's frames, its one image, or none."""
+        return self.frames if self.frames else (() if self.image is None else (self.image,))
+
+    @property
+    def is_clip(self) -> bool:
+        return bool(self.frames)
 
     @property
     def prompt_turns(self) -> tuple[Turn, ...]:

@@ -44,6 +44,19 @@ class Connector(nn.Module):
     input_width: int  # d_v (features) or 3 (pixels)
     output_width: int  # d_out, what the injection reads
     max_inputs: int | None = None  # pixel connectors: input patches of the largest image they take
+    takes_frames: bool = False  # True: forward also takes clips, (B, F, v, d_v) frames in time order -> (B, n', d_out)
+    max_frames: int | None = None  # clips: the most frames per clip (its frame embeddings); None: no limit
+
+    def frames_refused(self, num_frames: int) -> str | None:
+        """Why this connector cannot read clips of ``num_frames`` frames, or None when it can (checked before every
+        batch of clips, so the error can name the record)."""
+        if not self.takes_frames:
+            return (f"the {type(self).__name__} connector reads one image per sample, not a clip of frames; the "
+                    "connectors that take clips are perceiver and tiny_lm (with connector option max_frames)")
+        if self.max_frames is not None and num_frames > self.max_frames:
+            return (f"a clip of {num_frames} frames, more than the {type(self).__name__} connector's frame embeddings "
+                    f"allow (connector option max_frames={self.max_frames})")
+        return None
 
     def num_output_tokens(self, num_inputs: int) -> int:
         """Visual vectors per image for ``num_inputs`` input vectors (pixels: patches of the largest image)."""

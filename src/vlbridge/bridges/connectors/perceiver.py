@@ -161,6 +161,8 @@ class PerceiverConnector(Connector):
     Built by :func:`build_perceiver`.
     """
 
+    takes_frames = True
+
     def __init__(self, resampler: PerceiverResampler, output_projection: nn.Linear,
                  input_projection: nn.Linear | None = None):
         super().__init__()
@@ -178,6 +180,19 @@ class PerceiverConnector(Connector):
     def num_output_tokens(self, num_inputs: int) -> int:
         """``num_latents``, whatever the number of inputs."""
         return self.resampler.num_latents
+
+    @property
+    def max_frames(self) -> int | None:
+        return self.resampler.max_num_frames
+
+    def frames_refused(self, num_frames: int) -> str | None:
+        """Clips need frame embeddings: without them the resampler reads a clip's tokens as one unordered set, blind
+        to which frame came first (any motion question would be unanswerable)."""
+        if self.max_frames is None:
+            return ("the perceiver connector has no frame embeddings (connector option max_frames is unset), so it "
+                    f"would not see the order of a clip's frames; set model.connector_options.max_frames to at least "
+                    f"{num_frames}")
+        return super().frames_refused(num_frames)
 
     def forward(self, features: Tensor) -> Tensor:
         if features.dim() == 3:  # (B, n, d_v) -> (B, T=1, F=1, n, d_v)
