@@ -33,6 +33,7 @@ from vlbridge.bridges.qformer.retrieval import evaluate_retrieval as qformer_ret
 from vlbridge.data.llava_json import read_llava_json
 from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
 from vlbridge.data.shapes_export import export_shapes
+from vlbridge.eval.loss import validation_loss
 from vlbridge.eval.retrieval import MAX_TEXT_TOKENS, text_tokenizer_for, tokenize_texts
 from vlbridge.metrics.caption import caption_scores
 from vlbridge.bridges.qformer.objective import references
@@ -77,17 +78,10 @@ def retrieval_scores(built, recipe, val, rerank_k: int) -> dict:
             "num_images": len(val), "num_texts": len(texts)}
 
 
-@torch.no_grad()
 def caption_loss(built, recipe, val) -> float:
     """Teacher-forced LM loss per caption token on every val sample (the answer tokens, as in training)."""
-    model = built.model.eval()
     collator, _ = get_objective("lm").collators(built, recipe, image_loader(built, recipe))
-    total, tokens = 0.0, 0
-    for i in range(0, len(val), 8):
-        batch = collator(val[i:i + 8])
-        total += float(model(batch).loss_sum)
-        tokens += batch.num_supervised
-    return total / tokens
+    return validation_loss(built.model, collator, val)
 
 
 def captions_cider(run: Path, val) -> dict:

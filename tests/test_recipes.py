@@ -14,7 +14,7 @@ RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml
 
 
 def test_the_recipes_are_found():
-    assert len(RECIPES) >= 8 and any(p.parent.name == "eve" for p in RECIPES)
+    assert len(RECIPES) >= 11 and {"eve", "vadapter"} <= {p.parent.name for p in RECIPES}
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -35,3 +35,14 @@ def test_each_stage_starts_from_the_previous_stages_run(method, stages, same_con
         assert after.model.init_from == before.train.output_dir
         if same_connector:  # the stages' tensors must fit one another
             assert resolve_spec(after.model).connector_options == resolve_spec(before.model).connector_options
+
+
+def test_vadapter_stage_two_builds_its_adapter_from_stage_one():
+    folder = Path(__file__).resolve().parents[1] / "recipes" / "vadapter"
+    stage1, stage2 = (load_recipe(folder / f"stage{k}.yaml") for k in (1, 2))
+    assert stage2.model.init_from == stage1.train.output_dir and "lm" in stage1.train.trainable
+    adapter, resampler = resolve_spec(stage2.model).connector_options, resolve_spec(stage1.model).connector_options
+    assert adapter["layers"] == stage1.model.language_model_layers  # the tiny LM's depth
+    assert adapter["language_model"] == stage1.model.language_model
+    assert (adapter["resampler_depth"], adapter["num_latents"], adapter["heads"], adapter["head_dim"]) == (
+        resampler["depth"], resampler["num_latents"], resampler["heads"], resampler["head_dim"])

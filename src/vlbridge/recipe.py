@@ -86,6 +86,7 @@ class TrainConfig:
     trainable: list[str] = field(default_factory=lambda: ["bridge", "lora", "vision_adapters"])  # parameter groups
     eval_every: int = 50  # evaluate every N steps (0 = only at the end)
     eval_samples: int = 100  # validation samples used by periodic evaluation (0 = all)
+    eval_loss: bool = False  # periodic evaluation also logs val_loss: the teacher-forced LM loss per answer token
     save_every: int = 0  # checkpoint every N steps (0 = only at the end); each holds the full training state
     keep_checkpoints: int = 2  # how many of the latest step checkpoints to keep (0 = all); `final` is always kept
     on_nonfinite: str = "stop"  # a NaN/inf loss or gradient norm: stop (error naming step and batch) | skip the update

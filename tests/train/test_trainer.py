@@ -40,6 +40,25 @@ def test_train_saves_a_checkpoint_that_reloads_to_the_same_model(tmp_path, shape
         assert torch.equal(tensor, trained[name]), name
 
 
+def test_eval_loss_logs_the_teacher_forced_validation_loss(tmp_path, shapes_dir, tiny_llama_dir, tiny_dinov2_dir):
+    from vlbridge.data.llava_json import read_llava_json
+    from vlbridge.eval.loss import validation_loss
+    from vlbridge.runs import image_loader, prompt_collator
+
+    recipe = tiny_recipe(tmp_path, shapes_dir, tiny_llama_dir, tiny_dinov2_dir, "train.eval_loss=true")
+    result = train(recipe, log=lambda *_: None)
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = {l["step"]: l["val_loss"] for l in lines if "val_loss" in l}
+    assert sorted(logged) == [3, 6] and logged[3] != logged[6]
+    built = result["built"]
+    val = read_llava_json(shapes_dir / "val_short.json", image_root=shapes_dir)[:4]
+    collator = prompt_collator(built, recipe, image_loader(built, recipe), with_answer=True)
+    assert logged[6] == pytest.approx(validation_loss(built.model, collator, val), rel=1e-6)
+    built.model.train()
+    validation_loss(built.model, collator, val)
+    assert built.model.training  # the mode is restored
+
+
 def test_loss_goes_down_when_overfitting_a_batch(tmp_path, shapes_dir, tiny_llama_dir, tiny_dinov2_dir):
     recipe = tiny_recipe(tmp_path, shapes_dir, tiny_llama_dir, tiny_dinov2_dir, "train.steps=12",
                          "train.trainable=[bridge, lm]", "train.lr=1e-2", "train.eval_every=0")

@@ -31,10 +31,12 @@ from vlbridge.data.llava_json import write_json_atomic
 from vlbridge.datasets.training_sets import check_data_format, describe, read_training_set
 from vlbridge.errors import ConfigError, DataError
 from vlbridge.eval.generate_answers import GenerationSettings, batched
+from vlbridge.eval.loss import validation_loss
 from vlbridge.train.checkpoint import (META, initialise_from, load_trained_weights, model_identity, read_meta,
                                        save_weights)
 from vlbridge.train.data_order import DataOrder, shard
-from vlbridge.train.distributed import gather, load_optimizer_state, make_accelerator, reduce, trained_weights
+from vlbridge.train.distributed import (OnDevice, full_parameters, gather, load_optimizer_state, make_accelerator,
+                                       reduce, trained_weights)
 from vlbridge.train.guards import NONFINITE_POLICIES, BadRecords, NonFiniteError, is_finite, nonfinite_message
 from vlbridge.train.objectives import evaluate, get_objective  # noqa: F401 (evaluate: the lm objective's, public here)
 from vlbridge.recipe import Recipe, load_recipe, save_recipe
@@ -288,6 +290,10 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
         last = step + 1 == cfg.steps
         if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last:
             scores = objective.evaluate(built, eval_collator, val_subset, settings, accelerator, wrapped)
+            if cfg.eval_loss:  # every process computes it on all of val_subset: the same number everywhere
+                with full_parameters(accelerator, wrapped):
+                    scores["loss"] = validation_loss(model, OnDevice(train_collator, accelerator.device), val_subset,
+                                                     recipe.eval.batch_size)
             predictions = scores.pop("predictions")
             metrics.write(step + 1, **{f"val_{k}": v for k, v in scores.items()})
             log(f"step {step + 1}: val {scores}")
