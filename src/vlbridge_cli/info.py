@@ -12,6 +12,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--text-tokens", type=int, default=64, help="text tokens per sample for the FLOPs estimate")
 
 
+def bridge_origin(model_config) -> str:
+    """Where the pair comes from: a preset, a preset with its connector or injection replaced, or the recipe."""
+    if model_config.bridge is None:
+        return "no preset: connector and injection from the recipe"
+    replaced = [key for key in ("connector", "injection") if getattr(model_config, key) is not None]
+    if replaced:
+        return f"preset {model_config.bridge} with its {' and '.join(replaced)} replaced by model.{replaced[0]}" + (
+            f" and model.{replaced[1]}" if len(replaced) > 1 else "")
+    return f"preset {model_config.bridge}"
+
+
 def run(args) -> int:
     from vlbridge.build import build_model
     from vlbridge.cost import describe_sample_flops
@@ -22,7 +33,7 @@ def run(args) -> int:
     built = build_model(recipe.model)
     counts = apply_trainable(built.model, recipe.train.trainable)
     m = recipe.model
-    print(f"bridge {m.bridge or '(no preset)'}: {built.spec.describe()}")
+    print(f"bridge ({bridge_origin(m)}): {built.spec.describe()}")
     print(f"vision encoder {m.vision_encoder} (layer {m.vision_layer}) | LM {m.language_model}")
     for name, module in (("vision_encoder", built.model.vision_encoder), ("bridge.connector", built.model.bridge.connector),
                          ("bridge.injection", built.model.bridge.injection), ("language_model", built.model.language_model)):

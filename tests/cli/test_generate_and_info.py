@@ -56,6 +56,14 @@ def test_info_reports_parameters_and_flops(tiny_recipe_file, capsys):
     assert main(["info", str(tiny_recipe_file), "--set", "model.bridge=memvp"]) == 0
     out = capsys.readouterr().out
     assert "trainable" in out and "memory slots per FFN" in out and "text-only LM" in out
+    assert "bridge (preset memvp): mlp -> memory_space" in out
+
+
+def test_info_says_when_a_recipe_replaces_the_preset_s_connector(tiny_recipe_file, capsys):
+    assert main(["info", str(tiny_recipe_file), "--set", "model.bridge=llava", "--set", "model.connector=perceiver",
+                 "--set", "model.connector_options={depth: 1, num_latents: 4}"]) == 0
+    out = capsys.readouterr().out
+    assert "bridge (preset llava with its connector replaced by model.connector): perceiver -> input_space" in out
 
 
 def test_unknown_recipe_key_is_rejected_with_valid_keys(tiny_recipe_file, capsys):
