@@ -60,6 +60,9 @@ def test_the_adapter_turns_features_or_clip_frames_into_num_latents_soft_tokens(
     assert connector.takes_frames and connector.num_output_tokens(16) == 5
     assert connector(torch.randn(2, 16, 32)).shape == (2, 5, 64)
     assert connector(torch.randn(2, 3, 16, 32)).shape == (2, 5, 64)  # a clip of 3 frames
+    assert connector.max_frames == 3 and connector.frames_refused(3) is None
+    assert "max_frames=3" in connector.frames_refused(4)
+    assert "no frame embeddings" in adapter(tiny_lm_dir).frames_refused(2)
     # the tiny LM's first 2 layers and final norm, no token embeddings (fed inputs_embeds), no head
     assert len(connector.tiny_lm.layers) == 2 and connector.tiny_lm.embed_tokens is None
     names = {n for n, _ in connector.named_parameters()}

@@ -84,6 +84,14 @@ class TinyLMConnector(Connector):
         self.input_width = perceiver.input_width
         self.output_width = output_projection.out_features
 
+    @property
+    def max_frames(self) -> int | None:
+        return self.perceiver.max_frames
+
+    def frames_refused(self, num_frames: int) -> str | None:
+        """As the resampler's: clips need its frame embeddings (connector option max_frames)."""
+        return self.perceiver.frames_refused(num_frames)
+
     def num_output_tokens(self, num_inputs: int) -> int:
         """``num_latents``, whatever the number of inputs (or frames)."""
         return self.perceiver.num_output_tokens(num_inputs)
