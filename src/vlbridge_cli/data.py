@@ -12,6 +12,7 @@ HELP = "Generate the built-in Shapes dataset or validate a LLaVA JSON file."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vlbridge.data.shapes_clips_dataset import ClipsConfig
     from vlbridge.data.shapes_dataset import ShapesConfig  # defaults live in one place: the config
     from vlbridge.data.shapes_export import FORMATS
 
@@ -35,6 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Multiple-choice questions per scene (default: %(default)s).")
     shapes.add_argument("--image-size", type=int, default=ShapesConfig.image_size,
                         help="Image side in pixels (default: %(default)s).")
+    shapes.add_argument("--clips", type=int, default=0,
+                        help="Also write this many short clips (frames in which shapes move by whole cells, with "
+                        "questions about motion and frames, and captions) as LLaVA JSON {split}_clip_short.json and "
+                        "{split}_clip_caption.json, frames under clips/ (default: %(default)s, none).")
+    shapes.add_argument("--frames", type=int, default=ClipsConfig.num_frames,
+                        help="Frames per clip (default: %(default)s).")
+    shapes.add_argument("--questions-per-clip", type=int, default=ClipsConfig.questions_per_clip,
+                        help="Short-answer questions per clip (default: %(default)s).")
     shapes.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="Processes rendering images (default: %(default)s; the files are the same for any "
                         "number).")
@@ -55,14 +64,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_shapes(args: argparse.Namespace) -> int:
+    from vlbridge.data.shapes_clips_dataset import ClipsConfig, generate_clips
     from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
     from vlbridge.data.shapes_export import export_shapes, parse_formats
+    from vlbridge.errors import ConfigError
 
     formats = parse_formats(args.formats)
     config = ShapesConfig(n=args.n, seed=args.seed, image_size=args.image_size,
                           short_per_scene=args.short_per_scene, mc_per_scene=args.mc_per_scene)
+    if args.clips < 0:
+        raise ConfigError(f"--clips must be 0 (none) or more, got {args.clips}")
+    clips = None
+    if args.clips:
+        clips = generate_clips(ClipsConfig(n=args.clips, num_frames=args.frames, seed=args.seed,
+                                           image_size=args.image_size, questions_per_clip=args.questions_per_clip))
     start = time.perf_counter()
-    manifest = export_shapes(generate_shapes(config), args.out, formats, workers=args.workers)
+    manifest = export_shapes(generate_shapes(config), args.out, formats, workers=args.workers, clips=clips)
     seconds = time.perf_counter() - start
     counts = manifest["counts"]
     print(f"Shapes dataset (seed {config.seed}) written to {args.out} in {seconds:.1f} s "
@@ -72,6 +89,14 @@ def run_shapes(args: argparse.Namespace) -> int:
     for split, baselines in manifest["majority_baselines"].items():
         print(f"  majority baseline {split:5s}: short {baselines['short']['per_type_majority_accuracy']:.3f}"
               f" (per question type), mc {baselines['mc']['accuracy']:.3f} (chance {baselines['mc']['chance']:.3f})")
+    if "clips" in manifest:
+        section = manifest["clips"]
+        print(f"  clips of {section['config']['num_frames']} frames:")
+        for task, by_split in section["counts"].items():
+            print(f"  {task:12s} " + "  ".join(f"{split} {count:6d}" for split, count in by_split.items()))
+        for split, baselines in section["majority_baselines"].items():
+            print(f"  clip majority baseline {split:5s}: short {baselines['per_type_majority_accuracy']:.3f} "
+                  "(per question type)")
     return 0
 
 
@@ -81,10 +106,12 @@ def run_check(args: argparse.Namespace) -> int:
     samples = read_llava_json(args.file, image_root=args.images, check_images=not args.no_image_check,
                               on_error="skip")
     with_image = sum(s.image is not None for s in samples)
+    clips = Counter(len(s.frames) for s in samples if s.frames)
     turns = sum(len(s.turns) for s in samples)
     tasks = Counter(s.meta.get("task", "-") for s in samples)
+    with_clip = f", {sum(clips.values())} clips (by frames: {dict(sorted(clips.items()))})" if clips else ""
     print(f"{args.file}: {len(samples)} valid records, {len(samples.skipped)} bad; "
-          f"{with_image} with an image, {turns} turns; tasks: {dict(sorted(tasks.items()))}")
+          f"{with_image} with an image{with_clip}, {turns} turns; tasks: {dict(sorted(tasks.items()))}")
     for bad in samples.skipped:
         print(f"  error: {bad.message}")
     return 1 if samples.skipped else 0

@@ -114,7 +114,7 @@ def sample_scene(rng: random.Random, scene_id: str, n_objects: int | None = None
         objects.append(ShapeObject(shape, color, size, CELLS[cell],
                                    dx=round(rng.uniform(-jitter, jitter), 4),
                                    dy=round(rng.uniform(-jitter, jitter), 4)))
-    return Scene(scene_id, tuple(objects), _sample_background(rng))
+    return Scene(scene_id, tuple(objects), sample_background(rng))
 
 
 def _maybe_repeat(rng: random.Random, used: list[str], vocabulary: list[str]) -> str:
@@ -123,7 +123,8 @@ def _maybe_repeat(rng: random.Random, used: list[str], vocabulary: list[str]) ->
     return rng.choice(vocabulary)
 
 
-def _sample_background(rng: random.Random) -> Background:
+def sample_background(rng: random.Random) -> Background:
+    """Draw a background (kind, tone and texture) from ``rng``."""
     kind = rng.choice(BACKGROUND_KINDS)
     tone = rng.choice(list(BACKGROUND_TONES))
     if kind == "stripes":

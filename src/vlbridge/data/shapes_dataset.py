@@ -75,9 +75,14 @@ class ShapesConfig:
 
     def split_sizes(self) -> dict[str, int]:
         """Scenes per split; every split gets at least one."""
-        val = max(1, round(self.n * self.val_fraction))
-        train = max(1, min(self.n - val - 1, round(self.n * self.train_fraction)))
-        return {"train": train, "val": val, "test": self.n - train - val}
+        return split_sizes(self.n, self.train_fraction, self.val_fraction)
+
+
+def split_sizes(n: int, train_fraction: float, val_fraction: float) -> dict[str, int]:
+    """Items per split for ``n`` items (at least 3); every split gets at least one."""
+    val = max(1, round(n * val_fraction))
+    train = max(1, min(n - val - 1, round(n * train_fraction)))
+    return {"train": train, "val": val, "test": n - train - val}
 
 
 @dataclass(frozen=True)
@@ -175,14 +180,14 @@ class ShapesDataset:
             by_type: dict[str, Counter] = defaultdict(Counter)
             for q in (q for item in items for q in item.short):
                 by_type[q.question_type][q.answer] += 1
-            per_type = {name: _majority(counts) for name, counts in sorted(by_type.items())}
+            per_type = {name: majority(counts) for name, counts in sorted(by_type.items())}
             total = sum(c["count"] for c in per_type.values())
             overall = sum(c["accuracy"] * c["count"] for c in per_type.values()) / total if total else 0.0
             letters = Counter(choice_letter(mc.answer_index) for item in items for mc in item.mc)
             mcs = [mc for item in items for mc in item.mc]
             result[split] = {
                 "short": {"per_type_majority_accuracy": round(overall, 4), "by_question_type": per_type},
-                "mc": {**_majority(letters),
+                "mc": {**majority(letters),
                        "chance": round(sum(1 / len(m.choices) for m in mcs) / len(mcs), 4) if mcs else 0.0},
             }
         return result
@@ -191,7 +196,8 @@ class ShapesDataset:
         return asdict(self.config)
 
 
-def _majority(counts: Counter) -> dict[str, Any]:
+def majority(counts: Counter) -> dict[str, Any]:
+    """The most frequent answer (ties: the first in sort order), its share and the number of answers."""
     total = sum(counts.values())
     if not total:
         return {"answer": None, "accuracy": 0.0, "count": 0}
@@ -228,8 +234,8 @@ def generate_shapes(config: ShapesConfig) -> ShapesDataset:
         seen.add(scene.signature)
         short_balancer, mc_balancer = balancers[split]
         candidates = all_questions(scene)
-        short = _pick_questions(candidates, rng, config.short_per_scene, list(QUESTION_TYPES), short_balancer)
-        mc_questions = _pick_questions(candidates, rng, config.mc_per_scene, list(MC_QUESTION_TYPES), mc_balancer)
+        short = pick_questions(candidates, rng, config.short_per_scene, list(QUESTION_TYPES), short_balancer)
+        mc_questions = pick_questions(candidates, rng, config.mc_per_scene, list(MC_QUESTION_TYPES), mc_balancer)
         mc = []
         for question in mc_questions:
             choices, answer_index = choices_for(question, scene, rng, n_options=rng.randint(2, 5),
@@ -240,7 +246,7 @@ def generate_shapes(config: ShapesConfig) -> ShapesDataset:
     return ShapesDataset(config, scenes, failures)
 
 
-def _pick_questions(candidates: dict[str, list[Question]], rng: random.Random, k: int, types: list[str],
+def pick_questions(candidates: dict[str, list[Question]], rng: random.Random, k: int, types: list[str],
                     balancer: Balancer) -> list[Question]:
     """Up to ``k`` questions of different ``types``, balancing types and, within a type, answers."""
     feasible = [name for name in types if candidates[name]]

@@ -11,6 +11,12 @@ Layout of the output folder (paths also listed in ``manifest.json``)::
     vqav2/v2_OpenEnded_shapes_{split}_questions.json, vqav2/v2_shapes_{split}_annotations.json
     scienceqa/problems.json, scienceqa/pid_splits.json, scienceqa/images/{split}/{pid}/image.png
 
+With clips (``vlbridge data shapes --clips N``; :mod:`vlbridge.data.shapes_clips_dataset`), also::
+
+    clips/shapes_clip_000000_f0.png ... one PNG per frame of each clip
+    {split}_clip_short.json, {split}_clip_caption.json   LLaVA JSON, each record's frames as a list under "image"
+
+and a ``clips`` section in the manifest (config, counts, majority baselines, files).
 Writing is deterministic: the same config gives byte-identical files.
 """
 
@@ -29,19 +35,22 @@ from typing import Any
 from vlbridge.data.llava_json import write_json_atomic, write_llava_json
 from vlbridge.data.shapes import Scene, render_scene
 from vlbridge.data.shapes_captions import N_REFERENCES
+from vlbridge.data.shapes_clips_dataset import CLIP_TASKS, ClipsDataset, frame_file
 from vlbridge.data.shapes_dataset import GENERATOR_VERSION, SPLITS, TASKS, VQA_ANSWERS_PER_QUESTION, ShapesDataset
 from vlbridge.errors import ConfigError, DataError
 
 FORMATS = ("llava", "coco", "vqav2", "scienceqa")
 GENERATOR_NAME = "vlbridge.shapes"
 IMAGE_DIR = "images"
+CLIP_DIR = "clips"  # the clips' frames
 IMAGE_FILE_PATTERN = "shapes_{image_id:06d}.png"  # inside IMAGE_DIR; image_id = scene index
 QUESTION_ID_STRIDE = 100  # question_id = image_id * 100 + k (k < questions per scene)
 PARALLEL_MIN_SCENES = 200  # below this, starting worker processes costs more than it saves
 PNG_COMPRESS_LEVEL = 3  # fixed, so bytes do not depend on Pillow defaults; 3: ~2x faster than 6, 20 % larger
 
 # Everything the exporter may create; only these are removed when a folder is regenerated.
-MANAGED = ["manifest.json", IMAGE_DIR, "coco", "vqav2", "scienceqa"] + [f"{s}_{t}.json" for s in SPLITS for t in TASKS]
+MANAGED = (["manifest.json", IMAGE_DIR, "coco", "vqav2", "scienceqa", CLIP_DIR]
+           + [f"{s}_{t}.json" for s in SPLITS for t in TASKS + CLIP_TASKS])
 
 
 def parse_formats(text: str | Iterable[str]) -> tuple[str, ...]:
@@ -54,16 +63,21 @@ def parse_formats(text: str | Iterable[str]) -> tuple[str, ...]:
 
 
 def export_shapes(dataset: ShapesDataset, out: str | Path, formats: Iterable[str] = FORMATS,
-                  workers: int = 1) -> dict[str, Any]:
+                  workers: int = 1, clips: ClipsDataset | None = None) -> dict[str, Any]:
     """Render the images and write the dataset in ``formats`` under ``out``; returns the manifest.
 
-    ``workers`` > 1 renders images in that many processes (the files are the same either way).
+    ``workers`` > 1 renders images in that many processes (the files are the same either way). ``clips``, when
+    given, are written beside the scenes (their frames under ``clips/``, LLaVA JSON only).
     """
     out, formats = Path(out), parse_formats(formats)
     _prepare(out)
     image_dir = out / IMAGE_DIR
     image_dir.mkdir(parents=True)
     jobs = [(item.scene, dataset.config.image_size, image_dir / f"{item.scene.id}.png") for item in dataset.scenes]
+    if clips is not None:
+        (out / CLIP_DIR).mkdir()
+        jobs += [(item.clip.frame(t), clips.config.image_size, out / CLIP_DIR / frame_file(item.clip.id, t))
+                 for item in clips.clips for t in range(item.clip.num_frames)]
     if workers > 1 and len(jobs) >= PARALLEL_MIN_SCENES:
         # "spawn": safe even when the caller has threads running (torch); each image depends only on
         # its scene, so the bytes do not depend on the number of workers.
@@ -88,8 +102,23 @@ def export_shapes(dataset: ShapesDataset, out: str | Path, formats: Iterable[str
         "eval_scenes_also_in_train": dataset.redraw_failures,
         "files": files,
     }
+    if clips is not None:
+        manifest["clips"] = _write_clips(clips, out)
     write_json_atomic(manifest, out / "manifest.json", indent=1)
     return manifest
+
+
+def _write_clips(clips: ClipsDataset, out: Path) -> dict[str, Any]:
+    """The clips' LLaVA JSON files (frames already rendered); their section of the manifest."""
+    files = {}
+    for split in SPLITS:
+        for task in CLIP_TASKS:
+            name = f"{split}_{task}.json"
+            write_llava_json(clips.samples(split, task, out / CLIP_DIR), out / name, image_root=out)
+            files[f"{split}_{task}"] = name
+    return {"config": clips.config_dict(), "counts": clips.counts(), "majority_baselines": clips.majority_baselines(),
+            "eval_clips_also_in_train": clips.redraw_failures, "frame_dir": CLIP_DIR,
+            "frame_file_pattern": "{clip_id}_f{t}.png", "files": files}
 
 
 def _render_to_file(job: tuple[Scene, int, Path]) -> None:
