@@ -1,8 +1,11 @@
 """Clips end to end on tiny models: the encoder reads each frame, the perceiver connector reads the clip with its
-frame embeddings, and input-space and memory-space injections both train on and generate from the clip's tokens.
-Connectors that cannot read a clip, and clips longer than the frame embeddings, are refused naming the record."""
+frame embeddings, and the input-space, memory-space and cross-attention injections train on and generate from the
+clip's tokens. Connectors that cannot read a clip, and clips longer than the frame embeddings, are refused naming
+the record."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -55,7 +58,7 @@ def build(lm_dir, encoder_dir, connector="perceiver", injection="input_space", *
     return build_seeded(recipe)
 
 
-@pytest.mark.parametrize("injection", ["input_space", "memory_space"])
+@pytest.mark.parametrize("injection", ["input_space", "memory_space", "cross_attention"])
 def test_a_clip_trains_and_generates_with_each_injection(injection, samples, tiny_llama_dir, tiny_dinov2_dir):
     built = build(tiny_llama_dir, tiny_dinov2_dir, "perceiver", injection, PERCEIVER)
     model = built.model
@@ -70,7 +73,8 @@ def test_a_clip_trains_and_generates_with_each_injection(injection, samples, tin
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
-    for _ in range(2):  # memory space starts as a no-op (p_v = 0): the second step reaches the connector
+    # memory space (p_v = 0) and cross-attention (gates at 0) start as no-ops: the second step reaches the connector
+    for _ in range(2):
         optimizer.zero_grad()
         output = model(batch)
         (output.loss_sum / output.num_tokens).backward()
@@ -154,3 +158,23 @@ def test_a_clip_the_connector_cannot_read_is_refused_naming_the_record(connector
         assert (error.value.file, error.value.record, error.value.field) == ("clips.json", "forward", "image")
     if "one image" in message:
         assert "perceiver and tiny_lm" in str(error.value)
+
+
+def test_the_documented_clip_commands_at_toy_size(tmp_path, monkeypatch, tiny_llama_dir, tiny_dinov2_dir, capsys):
+    """docs/data.md: write Shapes clips, train a perceiver on them (cached frame features), evaluate on test clips."""
+    from vlbridge_cli.main import main
+
+    monkeypatch.setenv("VLBRIDGE_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "shapes"
+    assert main(["data", "shapes", "--out", str(data), "--n", "3", "--clips", "12", "--image-size", "56",
+                 "--formats", "llava"]) == 0
+    settings = [f"model.language_model={tiny_llama_dir}", f"model.vision_encoder={tiny_dinov2_dir}",
+                "model.vision_layer=-1", "model.connector=perceiver",
+                "model.connector_options={depth: 1, num_latents: 4, heads: 2, head_dim: 8, max_frames: 4}",
+                f"data.train={data / 'train_clip_short.json'}", f"data.val={data / 'val_clip_short.json'}",
+                f"data.image_root={data}", "train.steps=2", "train.batch_size=4", "train.eval_every=2",
+                "train.eval_samples=2", f"train.output_dir={tmp_path / 'run'}"]
+    assert main(["train", "recipes/llava_shapes.yaml", *(x for s in settings for x in ("--set", s))]) == 0
+    assert main(["eval", "--run", str(tmp_path / "run"), "--data", str(data / "test_clip_short.json")]) == 0
+    result = json.loads((tmp_path / "run" / "eval-test_clip_short.json").read_text())
+    assert result["scores"]["short"]["count"] == 3  # one test clip, three questions about it
