@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from vlbridge.bridges.eve.pal import PALOptions, PatchAligningLayer, level_indices
 from vlbridge.errors import ConfigError
+from vlbridge.flops import count_flops
 
 D, C, LAYERS = 16, 8, 6
 
@@ -126,3 +127,14 @@ def test_a_grid_that_does_not_match_its_cells_is_an_error():
 def test_bad_options_name_the_option(field, value, message):
     with pytest.raises(ConfigError, match=f"model.aligner_options.{message}"):
         PatchAligningLayer(D, C, LAYERS, PALOptions(**{"heads": 2, field: value}))
+
+
+@pytest.mark.parametrize("lm_width, teacher_width, layers, every, heads", [(D, C, LAYERS, 1, 2), (576, 384, 30, 4, 8)])
+def test_flops_closed_form_equals_torch_count(lm_width, teacher_width, layers, every, heads):
+    layer = PatchAligningLayer(lm_width, teacher_width, layers, PALOptions(every=every, heads=heads))
+    K = len(layer.levels)
+    levels = torch.randn(64, K, lm_width)  # an 8 x 8 grid
+    with torch.no_grad():
+        measured = count_flops(lambda: layer(levels))
+    d, c = lm_width, teacher_width
+    assert layer.flops(64) == measured == 2 * 64 * (K * d * c + 2 * (K - 1) * c + d * c + c * c)

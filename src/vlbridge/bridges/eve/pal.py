@@ -85,9 +85,18 @@ class PatchAligningLayer(nn.Module):
         C = keys.shape[-1]
         q = keys[:, :1].reshape(cells, 1, self.heads, C // self.heads).transpose(1, 2)  # (cells, heads, 1, C/h)
         kv = keys[:, 1:].reshape(cells, K - 1, self.heads, C // self.heads).transpose(1, 2)  # (cells, h, K-1, C/h)
-        attention = ((q * kv).sum(-1) * C ** -0.5).softmax(dim=-1)  # (cells, heads, K-1)
-        fused = (attention.unsqueeze(-1) * kv).sum(-2).reshape(cells, C)  # (cells, C)
+        attention = ((q @ kv.transpose(-1, -2)) * C ** -0.5).softmax(dim=-1)  # (cells, heads, 1, K-1)
+        fused = (attention @ kv).reshape(cells, C)  # (cells, heads, 1, C/h) -> (cells, C)
         return self.input_layer(levels[:, 0]) + self.output_layer(fused)
+
+    def flops(self, cells: int) -> int:
+        """Forward FLOPs over ``cells`` grid cells, closed form (:mod:`vlbridge.flops` conventions: 2 per
+        multiply-add, matrix products only, biases ignored): K per-level Linears d -> C, the fusion's scores and
+        weighted sum over the K - 1 other levels (C wide over all heads), the Linears d -> C and C -> C. The
+        norms, softmax, pooling and the cosine loss cost no matrix products."""
+        K = len(self.levels)
+        d, C = self.input_layer.in_features, self.input_layer.out_features
+        return 2 * cells * (K * d * C + 2 * (K - 1) * C + d * C + C * C)
 
     def loss(self, hidden_states: tuple[Tensor, ...], visual_positions: Tensor, image_rows: Tensor, cells: Tensor,
              shapes: Tensor, teacher: Tensor) -> Tensor:
