@@ -70,6 +70,8 @@ def build_model(config: ModelConfig, training: bool = False) -> Built:
     encoder = build_front_end(config)
     width, tokens = (encoder.feature_dim, encoder.num_tokens) if encoder is not None else (None, None)
     bridge = build_bridge(spec, language_model, width, tokens)
+    if bridge.connector.reads_prompt:  # it reads the prompt as this LM's token ids
+        bridge.connector.check_tokenizer(tokenizer, f"model.language_model={config.language_model!r}")
     teacher = None
     if training and config.teacher_encoder is not None:
         teacher = build_vision_encoder(config.teacher_encoder, layer=config.teacher_layer)

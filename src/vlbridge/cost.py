@@ -45,7 +45,8 @@ def sample_flops(model, text_tokens: int, logit_positions: int = 1) -> dict[str,
     inputs = model.num_connector_inputs  # encoder grid cells (or patches) per image
     visual = bridge.num_visual_tokens(inputs)
     with_image = bridge.injection.lm_flops(lm, text_tokens, visual, logit_positions)
-    connector = bridge.connector.flops(bridge.num_visual_inputs(inputs))  # after pooling, or one pooled vector
+    prompt = {"prompt_tokens": text_tokens} if bridge.connector.reads_prompt else {}  # it reads the text too
+    connector = bridge.connector.flops(bridge.num_visual_inputs(inputs), **prompt)  # after pooling, or one pooled vector
     return {"lm": with_image, "text_only_lm": lm_forward_flops(lm, text_tokens, logit_positions),
             "connector": connector, "total": with_image + connector,
             "sequence_length": text_tokens + bridge.injection.visual_sequence_length(visual), "visual_tokens": visual}

@@ -19,6 +19,24 @@ from vlbridge.batch import Batch
 from vlbridge.bridges.bridge import Bridge
 from vlbridge.errors import DataError
 from vlbridge.models.language_model import LanguageModel, LMOutput, positions_from_mask
+from vlbridge.text.tokenize import IGNORE, IMAGE_TOKEN_ID
+
+
+def prompt_tokens(batch: Batch) -> tuple[Tensor, Tensor]:
+    """The text prompt of each row with an image, for a connector that reads it: (B_img, T) ids and mask,
+    left-padded, the image placeholder left out. In training (labels) the prompt is what precedes the first
+    supervised token, so the connector never sees the answer; in generation it is the whole input."""
+    keep = batch.attention_mask.bool() & (batch.input_ids != IMAGE_TOKEN_ID)
+    if batch.labels is not None:
+        keep &= (batch.labels != IGNORE).long().cumsum(-1) == 0
+    rows = [ids[mask] for ids, mask in zip(batch.input_ids[batch.has_image], keep[batch.has_image])]
+    T = max((len(r) for r in rows), default=0)
+    ids = batch.input_ids.new_zeros(len(rows), T)
+    mask = batch.attention_mask.new_zeros(len(rows), T)
+    for i, row in enumerate(rows):
+        if len(row):
+            ids[i, T - len(row):], mask[i, T - len(row):] = row, 1
+    return ids, mask
 
 
 class VisionLanguageModel(nn.Module):
@@ -101,7 +119,8 @@ class VisionLanguageModel(nn.Module):
         if grid is None and pixels is None:  # a text-only batch: no image anywhere
             n = self.bridge.injection.visual_sequence_length(0)
             return self.language_model.embed(batch.input_ids[:, :0]).new_zeros(B, n, d), None
-        visual, lengths = self.bridge(grid, pooled, pixels)  # (B_img, n', d), (B_img,) or None
+        prompt = prompt_tokens(batch) if self.bridge.connector.reads_prompt else None
+        visual, lengths = self.bridge(grid, pooled, pixels, prompt)  # (B_img, n', d), (B_img,) or None
         out = visual.new_zeros(B, visual.shape[1], d)
         out[batch.has_image] = visual
         if lengths is None:

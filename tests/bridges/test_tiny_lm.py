@@ -181,3 +181,65 @@ def test_stage_two_refuses_a_run_that_is_not_a_stage_one_run(stages, tmp_path):
                                     "heads: 2, head_dim: 8}")).model
     with pytest.raises(ConfigError, match="an LM of 2 layers .* this tiny LM has 1"):
         initialise_from(shallower, frozen_lm, log=lambda *_: None)
+
+
+def test_with_prompt_prefix_the_soft_tokens_read_the_question_through_frozen_pretrained_embeddings(tiny_lm_dir,
+                                                                                                  smol_tokenizer):
+    connector = adapter(tiny_lm_dir, prompt="prefix")
+    assert connector.reads_prompt and not adapter(tiny_lm_dir).reads_prompt
+    embeddings = connector.tiny_lm.embed_tokens
+    pretrained = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).model.embed_tokens.weight
+    assert torch.equal(embeddings.weight, pretrained) and not embeddings.weight.requires_grad  # frozen, as pretrained
+    assert not any("embed_tokens" in n for n, p in connector.named_parameters() if p.requires_grad)
+    features = torch.randn(1, 16, 32)
+    ids = torch.tensor([[11, 12, 13]])
+    with torch.no_grad():
+        out = connector(features, ids, torch.ones_like(ids))
+        assert out.shape == (1, 5, 64)
+        # the prompt's tokens before the latents, the tiny LM's own causal mask: the latents' outputs
+        latents = connector.perceiver(features)
+        hidden = connector.tiny_lm(inputs_embeds=torch.cat([embeddings(ids), latents], 1)).last_hidden_state
+        torch.testing.assert_close(out, connector.output_projection(hidden[:, 3:]))
+        other = connector(features, torch.tensor([[11, 12, 99]]), torch.ones_like(ids))
+        assert not torch.allclose(out, other)  # another question, other soft tokens
+        # left padding of a shorter prompt in the batch changes nothing
+        padded = connector(features, torch.tensor([[0, 0, 11, 12, 13]]), torch.tensor([[0, 0, 1, 1, 1]]))
+        torch.testing.assert_close(padded, out, atol=1e-5, rtol=1e-5)
+        measured = count_flops(lambda: connector(features, ids, torch.ones_like(ids)))
+    assert connector.flops(16, prompt_tokens=3) == measured
+    with pytest.raises(ValueError, match="reads a prompt exactly when"):
+        connector(features)
+    with pytest.raises(ConfigError, match="prompt"):
+        adapter(tiny_lm_dir, prompt="suffix")
+    connector.check_tokenizer(smol_tokenizer, "the large LM")  # the same vocabulary
+    from transformers import AutoTokenizer
+    other_tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    other_tokenizer.add_tokens(["<extra>"])
+    with pytest.raises(ConfigError, match="tokenizer differs"):
+        connector.check_tokenizer(other_tokenizer, "the large LM")
+
+
+def test_the_prompt_the_tiny_lm_reads_is_the_same_in_training_and_in_generation(stages, tmp_path):
+    from vlbridge.batch import Collator
+    from vlbridge.data.llava_json import read_llava_json
+    from vlbridge.text.tokenize import IMAGE_TOKEN_ID
+    from vlbridge.vlm import prompt_tokens
+
+    options = stages(2, tmp_path / "run").model.connector_options | {"prompt": "prefix"}
+    recipe = stages(2, tmp_path / "run", "train.steps=2", f"model.connector_options={options}")
+    built = build_seeded(recipe)
+    samples = read_llava_json(recipe.data.train, image_root=recipe.data.image_root)[:3]
+    make = lambda with_answer: Collator(built.tokenizer, built.chat_format, lambda s: None,  # noqa: E731
+                                        image_tokens=built.image_tokens, with_answer=with_answer)
+    training, generation = make(True)(samples), make(False)(samples)
+    train_ids, train_mask = prompt_tokens(training)
+    gen_ids, gen_mask = prompt_tokens(generation)
+    assert torch.equal(train_ids, gen_ids) and torch.equal(train_mask, gen_mask)
+    assert not (train_ids == IMAGE_TOKEN_ID).any()
+    for row, sample in enumerate(samples):  # the question is in it, the answer is not
+        text = built.tokenizer.decode(train_ids[row][train_mask[row].bool()])
+        question, answer = sample.turns[0].text, sample.turns[1].text
+        assert question.replace("<image>", "").strip() in text
+        assert answer not in text
+    run = train(recipe, **QUIET)  # and it trains and evaluates with the prompt in the tiny LM
+    assert run["built"].model.bridge.connector.reads_prompt

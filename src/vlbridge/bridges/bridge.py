@@ -60,21 +60,27 @@ class Bridge(nn.Module):
         pooled = nn.functional.avg_pool2d(image, self.pool).flatten(2).transpose(1, 2)
         return pooled.reshape(*lead, pooled.shape[1], d)
 
-    def forward(self, grid: Tensor | None = None, pooled: Tensor | None = None,
-                pixels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(self, grid: Tensor | None = None, pooled: Tensor | None = None, pixels: Tensor | None = None,
+                prompt: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
         """grid (B, n, d_v) and pooled (B, d_v) features, or pixels (B, C, H, W) -> visual vectors (B, n', d)
         and each row's count of valid vectors (B,), or None when every image gives n'. Clips (a connector that
-        takes them): grid (B, F, v, d_v) and pooled (B, F, d_v), one vector per frame when pooled."""
+        takes them): grid (B, F, v, d_v) and pooled (B, F, d_v), one vector per frame when pooled. ``prompt``:
+        (B, T) token ids and mask, left-padded, for a connector that reads the prompt (``reads_prompt``)."""
+        text = {}
+        if self.connector.reads_prompt:
+            if prompt is None:
+                raise ValueError("this bridge's connector reads the text prompt, none was given")
+            text = {"prompt_ids": prompt[0], "prompt_mask": prompt[1]}
         if self.consumes == "pixels":
             if pixels is None:
                 raise ValueError("this bridge's connector reads pixels, the batch has none")
-            out = self.connector(pixels)
+            out = self.connector(pixels, **text)
         elif self.features == "pooled":
             if pooled is None:
                 raise ValueError("this bridge uses pooled features but the encoder gave none")
-            out = self.connector(pooled.unsqueeze(-2))  # (B, 1, d_v), or (B, F, 1, d_v) for clips
+            out = self.connector(pooled.unsqueeze(-2), **text)  # (B, 1, d_v), or (B, F, 1, d_v) for clips
         else:
             if grid is None:
                 raise ValueError("this bridge's connector reads vision features, the batch has none")
-            out = self.connector(self.pool_grid(grid))
+            out = self.connector(self.pool_grid(grid), **text)
         return out if isinstance(out, tuple) else (out, None)

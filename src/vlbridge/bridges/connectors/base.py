@@ -46,6 +46,7 @@ class Connector(nn.Module):
     max_inputs: int | None = None  # pixel connectors: input patches of the largest image they take
     takes_frames: bool = False  # True: forward also takes clips, (B, F, v, d_v) frames in time order -> (B, n', d_out)
     max_frames: int | None = None  # clips: the most frames per clip (its frame embeddings); None: no limit
+    reads_prompt: bool = False  # True: forward also takes the text prompt, (B, T) ids and mask, left-padded
 
     def frames_refused(self, num_frames: int) -> str | None:
         """Why this connector cannot read clips of ``num_frames`` frames, or None when it can (checked before every

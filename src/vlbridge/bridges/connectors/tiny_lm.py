@@ -12,8 +12,10 @@ Where the paper is silent, ours, each an option (:class:`TinyLMOptions`):
 - soft tokens out: the tiny LM's outputs at the latent positions, one per latent (``num_latents``, 64);
 - attention over the latents: the tiny LM's own causal mask (``attention: causal``, as it attended to the visual
   prefix as a stage-1 decoder) or ``bidirectional``;
-- the text prompt does not enter the tiny LM: the connector sees only the image (so one image's soft tokens can be
-  reused for any question, as with every other connector).
+- the text prompt: by default it does not enter the tiny LM, which sees only the image (so one image's soft tokens
+  serve any question, as with every other connector); ``prompt: prefix`` puts the prompt's tokens (embedded by the
+  tiny LM's own frozen pretrained embeddings; the large LM's tokenizer must be the tiny LM's) before the latents, so
+  the soft tokens depend on the question, as InstructBLIP's queries do.
 
 Module names: ``perceiver`` is a :class:`PerceiverConnector` (``input_projection`` = FC_in, ``resampler``,
 ``output_projection`` into the tiny LM's input space: stage 1's connector, unchanged), ``tiny_lm`` the tiny LM's
@@ -34,6 +36,7 @@ from vlbridge.flops import LMShape, layer_flops
 from vlbridge.models.language_model import layout_for
 
 ATTENTION_MODES = ("causal", "bidirectional")
+PROMPT_MODES = ("none", "prefix")
 CONNECTOR_PREFIX = "bridge.connector."  # where a VisionLanguageModel keeps its connector's tensors
 
 
@@ -50,6 +53,7 @@ class TinyLMOptions:
     ff_mult: int = 4  # resampler feed-forward width multiple
     attention: str = "causal"  # the tiny LM over the latents: causal (its own mask) | bidirectional (ours: option)
     max_frames: int | None = None  # learned frame embeddings in the resampler for clips of up to this many frames
+    prompt: str = "none"  # none: the image alone | prefix: the prompt's tokens before the latents (ours: option)
 
 
 class TinyLMConnector(Connector):
@@ -62,12 +66,18 @@ class TinyLMConnector(Connector):
     takes_frames = True
 
     def __init__(self, perceiver: PerceiverConnector, tiny_lm: nn.Module, output_projection: nn.Linear,
-                 attention: str = "causal", gated: bool = True, lm_prefix: str = "model.model."):
+                 attention: str = "causal", gated: bool = True, lm_prefix: str = "model.model.",
+                 prompt_tokenizer=None):
         """``gated``: the tiny LM's FFN is SwiGLU (for FLOPs); ``lm_prefix``: where its decoder stack's tensors sit
-        under a :class:`~vlbridge.models.language_model.LanguageModel` (a stage-1 run's ``language_model.*``)."""
+        under a :class:`~vlbridge.models.language_model.LanguageModel` (a stage-1 run's ``language_model.*``);
+        ``prompt_tokenizer``: the tiny LM's tokenizer when the prompt enters it (option ``prompt: prefix``; the tiny
+        LM then keeps its token embeddings, frozen), else None."""
         super().__init__()
         if attention not in ATTENTION_MODES:
             raise ConfigError(f"tiny_lm connector option attention={attention!r}; valid: {list(ATTENTION_MODES)}")
+        if (prompt_tokenizer is None) != (_token_embeddings(tiny_lm) is None):
+            raise ConfigError("tiny_lm connector: the prompt needs the tiny LM's token embeddings and tokenizer, and "
+                              "only the prompt does (option prompt)")
         width = tiny_lm.config.hidden_size
         if perceiver.output_width != width:
             raise ConfigError(f"tiny_lm connector: the resampler gives {perceiver.output_width}-wide latents, the tiny "
@@ -81,8 +91,17 @@ class TinyLMConnector(Connector):
         self.attention = attention
         self.gated = gated
         self.lm_prefix = lm_prefix
+        self.prompt_tokenizer = prompt_tokenizer
+        self.reads_prompt = prompt_tokenizer is not None
         self.input_width = perceiver.input_width
         self.output_width = output_projection.out_features
+
+    def check_tokenizer(self, tokenizer, where: str) -> None:
+        """The prompt reaches the tiny LM as the large LM's token ids: both must read them the same way."""
+        if self.reads_prompt and tokenizer.get_vocab() != self.prompt_tokenizer.get_vocab():
+            raise ConfigError(f"tiny_lm connector option prompt=prefix: the tiny LM's tokenizer differs from that of {where}, "
+                              "so the prompt's token ids would mean other words to it; use a tiny LM of the same "
+                              "tokenizer, or prompt: none")
 
     @property
     def max_frames(self) -> int | None:
@@ -96,24 +115,37 @@ class TinyLMConnector(Connector):
         """``num_latents``, whatever the number of inputs (or frames)."""
         return self.perceiver.num_output_tokens(num_inputs)
 
-    def forward(self, features: Tensor) -> Tensor:
+    def forward(self, features: Tensor, prompt_ids: Tensor | None = None,
+                prompt_mask: Tensor | None = None) -> Tensor:
+        """``prompt_ids`` / ``prompt_mask`` (B, T), left-padded, with option ``prompt: prefix`` only: the prompt's
+        tokens go before the latents (so causal latents see all of it)."""
+        if self.reads_prompt != (prompt_ids is not None):
+            raise ValueError("the tiny_lm connector reads a prompt exactly when its option prompt is prefix")
         latents = self.perceiver(features)  # (B, N, d_tiny)
         B, N, _ = latents.shape
-        mask = None  # the tiny LM's own causal mask
-        if self.attention == "bidirectional":  # every latent sees every latent: a 4-D mask is used as given
-            mask = torch.ones(B, 1, N, N, dtype=torch.bool, device=latents.device)
-        positions = torch.arange(N, device=latents.device).expand(B, N)
-        hidden = self.tiny_lm(inputs_embeds=latents, attention_mask=mask, position_ids=positions,
-                              use_cache=False).last_hidden_state  # (B, N, d_tiny), final norm applied
-        return self.output_projection(hidden)  # (B, N, d_out)
+        inputs, valid = latents, torch.ones(B, N, dtype=torch.bool, device=latents.device)
+        if prompt_ids is not None:
+            prompt = self.tiny_lm.get_input_embeddings()(prompt_ids).to(latents.dtype)  # (B, T, d_tiny)
+            inputs = torch.cat([prompt, latents], dim=1)  # (B, T + N, d_tiny)
+            valid = torch.cat([prompt_mask.bool(), valid], dim=1)
+        mask = valid.long() if prompt_ids is not None else None  # the tiny LM's own causal mask (over valid positions)
+        if self.attention == "bidirectional":  # every position sees every valid one: a 4-D mask is used as given
+            L = inputs.shape[1]
+            mask = valid[:, None, None, :].expand(B, 1, L, L)
+        positions = (valid.long().cumsum(-1) - 1).clamp(min=0)  # from 0 at each row's first real position
+        hidden = self.tiny_lm(inputs_embeds=inputs, attention_mask=mask, position_ids=positions,
+                              use_cache=False).last_hidden_state  # (B, T + N, d_tiny), final norm applied
+        return self.output_projection(hidden[:, -N:])  # (B, N, d_out): the latents' positions
 
-    def flops(self, num_inputs: int) -> int:
-        """Forward FLOPs for one image of ``num_inputs`` vectors, closed form: the resampler
-        (:meth:`PerceiverConnector.flops`), the tiny LM's layers over the N latents (:func:`vlbridge.flops.layer_flops`,
-        every key counted, as torch's counter does for a masked attention), FC_out (biases ignored)."""
+    def flops(self, num_inputs: int, prompt_tokens: int = 0) -> int:
+        """Forward FLOPs for one image of ``num_inputs`` vectors (and a prompt of ``prompt_tokens`` tokens with option
+        ``prompt: prefix``), closed form: the resampler (:meth:`PerceiverConnector.flops`), the tiny LM's layers over
+        the prompt and the N latents (:func:`vlbridge.flops.layer_flops`, every key counted, as torch's counter does
+        for a masked attention), FC_out over the latents (biases ignored)."""
         shape = LMShape.from_config(self.tiny_lm.config, self.gated)
         N = self.num_output_tokens(num_inputs)
-        return (self.perceiver.flops(num_inputs) + shape.layers * layer_flops(shape, N)
+        T = prompt_tokens if self.reads_prompt else 0
+        return (self.perceiver.flops(num_inputs) + shape.layers * layer_flops(shape, T + N)
                 + 2 * N * shape.width * self.output_width)
 
     def adopt_state(self, state: dict[str, Tensor], meta: dict, source: str) -> dict[str, Tensor]:
@@ -122,7 +154,8 @@ class TinyLMConnector(Connector):
         A stage-1 run (a ``perceiver`` connector feeding a trained LM of this tiny LM's depth) gives the resampler
         (``bridge.connector.*`` -> ``bridge.connector.perceiver.*``) and the tiny LM's decoder stack
         (``language_model.model.<base>.*`` -> ``bridge.connector.tiny_lm.*``; its embeddings and head become
-        ``stage1/language_model.*``, loaded nowhere); a run of this connector gives its tensors as they are; any other run is refused, naming ``source``."""
+        ``stage1/language_model.*``, loaded nowhere: with ``prompt: prefix`` the tiny LM reads the prompt through its
+        frozen pretrained embeddings, which are not saved with the run, so training and inference see the same ones); a run of this connector gives its tensors as they are; any other run is refused, naming ``source``."""
         spec = meta.get("spec") or {}
         if spec.get("connector") == "tiny_lm":
             return state
@@ -131,7 +164,7 @@ class TinyLMConnector(Connector):
             raise ConfigError(f"model.init_from={source}: the tiny_lm connector starts from a PaLM2-VAdapter stage-1 "
                               f"run (recipes/vadapter/stage1.yaml) or another tiny_lm run; this one {why}")
         base = f"language_model.{self.lm_prefix}"
-        ours = {name for name, _ in self.tiny_lm.named_parameters()}
+        ours = {name for name, p in self.tiny_lm.named_parameters() if p.requires_grad}
         adopted = {}
         for name, tensor in state.items():
             if name.startswith(CONNECTOR_PREFIX):
@@ -142,6 +175,14 @@ class TinyLMConnector(Connector):
                 # are reported as not in the model instead of landing on the large LM's tensors of the same name
                 adopted[f"stage1/{name}"] = tensor
         return adopted
+
+
+def _token_embeddings(tiny_lm: nn.Module) -> nn.Module | None:
+    """The decoder stack's token embeddings, or None once dropped (Hugging Face raises for a missing one)."""
+    try:
+        return tiny_lm.get_input_embeddings()
+    except NotImplementedError:
+        return None
 
 
 def _not_stage1(spec: dict, meta: dict, state: dict[str, Tensor], connector: TinyLMConnector) -> str | None:
@@ -181,19 +222,24 @@ def build_tiny_lm(input_width: int, output_width: int, options: TinyLMOptions) -
         value = getattr(options, name)
         _check(name, value is None or is_positive_int(value), value, "must be None or a positive integer")
     _check("attention", options.attention in ATTENTION_MODES, options.attention, f"valid: {list(ATTENTION_MODES)}")
-    model, _ = load_language_model(options.language_model)
+    _check("prompt", options.prompt in PROMPT_MODES, options.prompt, f"valid: {list(PROMPT_MODES)}")
+    model, tokenizer = load_language_model(options.language_model)
     if getattr(model.config, "is_encoder_decoder", False):
         raise ConfigError(f"tiny_lm connector option language_model={options.language_model!r}: an encoder-decoder "
                           "model; the tiny LM must be a decoder-only causal LM")
     if options.layers is not None:
         keep_first_layers(model, options.layers, where="tiny_lm connector option layers")
     tiny_lm = getattr(model, model.base_model_prefix)  # the decoder stack; the LM head is dropped here
-    embeddings = next(name for name, module in tiny_lm.named_children() if module is tiny_lm.get_input_embeddings())
-    setattr(tiny_lm, embeddings, None)  # fed inputs_embeds: the token embeddings are not used (nor trained, nor saved)
+    embeddings = tiny_lm.get_input_embeddings()
     tiny_lm.requires_grad_(True)
+    if options.prompt == "none":  # fed inputs_embeds only: the token embeddings are not used (nor trained, nor saved)
+        setattr(tiny_lm, next(name for name, module in tiny_lm.named_children() if module is embeddings), None)
+    else:  # they embed the prompt, frozen: as pretrained, so not saved with the run (ours: fewer trained parameters)
+        embeddings.requires_grad_(False)
     width = model.config.hidden_size
     perceiver = build_perceiver(input_width, width, PerceiverOptions(
         depth=options.resampler_depth, num_latents=options.num_latents, heads=options.heads,
         head_dim=options.head_dim, ff_mult=options.ff_mult, width=width, max_frames=options.max_frames))
     return TinyLMConnector(perceiver, tiny_lm, nn.Linear(width, output_width), options.attention,
-                           layout_for(model.config).gated, f"model.{model.base_model_prefix}.")
+                           layout_for(model.config).gated, f"model.{model.base_model_prefix}.",
+                           tokenizer if options.prompt == "prefix" else None)
