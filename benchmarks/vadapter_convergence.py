@@ -15,9 +15,17 @@ Each run logs the teacher-forced validation caption loss every ``--eval-every`` 
 val caption loss over all val captions, CIDEr-D of greedy captions, short-answer exact match on val questions (each
 with its standard error), trainable parameters, and each connector's FLOPs, closed form against torch's counter.
 
-Writes OUT/vadapter_convergence.json and OUT/vadapter_convergence.png (validation loss against steps).
+On clips (``--clips N``: Shapes clips of ``--frames`` frames, shapes moving by whole cells), (a) and (b) train again
+with frame embeddings (connector option max_frames) on the clips' captions and short answers for ``--clip-steps``
+((b) from the same stage-1 run, whose captioning saw single images only) and are scored on the val clips' questions
+by type: the motion questions (which way a shape moved, how many moved) and the others.
+
+Writes OUT/vadapter_convergence.json and OUT/vadapter_convergence.png (validation loss against steps); with
+``--arms none --clips N`` the clip part alone (reusing OUT's stage-1 run when its settings are the same), into
+OUT/vadapter_convergence_clips.json.
 
     python benchmarks/vadapter_convergence.py --out runs/vadapter_convergence      # the recorded run
+    python benchmarks/vadapter_convergence.py --out runs/vadapter_convergence --arms none --clips 400  # on clips
     python benchmarks/vadapter_convergence.py --out /tmp/va --quick --lm DIR --tiny-lm DIR --encoder DIR  # tests
 """
 
@@ -30,6 +38,7 @@ import shlex
 import statistics
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -65,6 +74,22 @@ def shapes_data(out: Path, n: int, seed: int) -> Path:
     return folder
 
 
+MOTION_TYPES = ("direction", "moved_count")  # the clip questions only motion answers (src/vlbridge/data/shapes_clip_questions.py)
+
+
+def clips_data(out: Path, n: int, frames: int) -> Path:
+    """Shapes clips (LLaVA JSON, frames under clips/), made once per (n, frames), beside a few scenes."""
+    from vlbridge.data.shapes_clips_dataset import ClipsConfig, generate_clips
+    from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
+    from vlbridge.data.shapes_export import export_shapes
+
+    folder = out / f"shapes_clips_n{n}_f{frames}"
+    if not (folder / "manifest.json").is_file():
+        export_shapes(generate_shapes(ShapesConfig(n=10, seed=0)), folder, ["llava"], workers=2,
+                      clips=generate_clips(ClipsConfig(n=n, num_frames=frames, seed=0)))
+    return folder
+
+
 def mean_and_error(values: list[float]) -> dict:
     """Mean and its standard error (sample standard deviation / sqrt(n))."""
     n = len(values)
@@ -87,11 +112,12 @@ def first_step_reaching(curve: list[tuple[int, float]], target: float) -> int | 
     return next((step for step, loss in curve if loss <= target), None)
 
 
-def arm_settings(arm: str, args, data: Path, run: Path, stage1: Path | None) -> list[str]:
+def arm_settings(arm: str, args, data: Path, run: Path, stage1: Path | None, clips: bool = False) -> list[str]:
+    """An arm's recipe settings: on Shapes scenes, or on clips (frame embeddings, the clips' files and steps)."""
     model = [f"model.language_model={args.lm}", f"model.vision_encoder={args.encoder}"]
     if args.vision_layer is not None:
         model.append(f"model.vision_layer={args.vision_layer}")
-    heads = f"heads: {args.heads}, head_dim: {args.head_dim}"
+    heads = f"heads: {args.heads}, head_dim: {args.head_dim}" + (f", max_frames: {args.frames}" if clips else "")
     if arm in ("b", "c"):
         model.append(f"model.connector_options={{language_model: {args.tiny_lm}, layers: {args.tiny_layers}, "
                      f"num_latents: {args.latents}, resampler_depth: 1, {heads}, attention: causal}}")
@@ -101,12 +127,15 @@ def arm_settings(arm: str, args, data: Path, run: Path, stage1: Path | None) -> 
     else:  # (d): (b)'s resampler, FC_in to the tiny LM's width, and no tiny LM
         model.append(f"model.connector_options={{depth: 1, num_latents: {args.latents}, {heads}, "
                      f"width: {args.tiny_width}}}")
+    if clips:
+        return model + common_settings(args, data, run, args.clip_steps, args.lr, "val_clip_caption.json") + [
+            f"data.train=[{data / 'train_clip_caption.json'}, {data / 'train_clip_short.json'}]"]
     return model + common_settings(args, data, run, args.steps, args.lr) + [
         f"data.train=[{data / 'train_caption.json'}, {data / 'train_short.json'}]"]
 
 
-def common_settings(args, data: Path, run: Path, steps: int, lr: float) -> list[str]:
-    return [f"data.val={data / 'val_caption.json'}", f"data.image_root={data}", f"train.steps={steps}",
+def common_settings(args, data: Path, run: Path, steps: int, lr: float, val: str = "val_caption.json") -> list[str]:
+    return [f"data.val={data / val}", f"data.image_root={data}", f"train.steps={steps}",
             f"train.batch_size={args.batch}", f"train.lr={lr}", f"train.warmup_steps={max(1, steps // 20)}",
             f"train.eval_every={args.eval_every}", f"train.eval_samples={args.eval_captions}", "train.eval_loss=true",
             f"train.seed={args.seed}", f"train.threads={args.threads}", "train.save_every=0",
@@ -131,6 +160,19 @@ def final_scores(built, recipe, val_captions: list, val_short: list, args) -> di
             "short_answer_exact_match": mean_and_error(correct),
             "examples": [{"caption": p, "reference": references(s)[0]}
                          for s, p in zip(val_captions[:3], captions["predictions"])]}
+
+
+def clip_scores(built, recipe, val_clips: list, args) -> dict:
+    """Exact match on the val clips' short answers, over all, the motion questions, and each question type."""
+    collator = prompt_collator(built, recipe, image_loader(built, recipe))
+    answers = evaluate(built, collator, val_clips, GenerationSettings(max_new_tokens=args.answer_tokens))
+    by_type = defaultdict(list)
+    for sample, prediction in zip(val_clips, answers["predictions"]):
+        by_type[sample.meta["question_type"]].append(100 * score_sample(sample, prediction)["exact_match"])
+    motion = [v for kind in MOTION_TYPES for v in by_type.get(kind, [])]
+    return {"exact_match": mean_and_error([v for values in by_type.values() for v in values]),
+            "motion": mean_and_error(motion) if motion else None,
+            "by_question_type": {kind: mean_and_error(values) for kind, values in sorted(by_type.items())}}
 
 
 def curve(run: Path) -> list[tuple[int, float]]:
@@ -186,13 +228,22 @@ def main(argv=None) -> int:
     parser.add_argument("--answer-tokens", type=int, default=6, help="greedy tokens per short answer")
     parser.add_argument("--seed", type=int, default=0, help="training seed of every run")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    parser.add_argument("--clips", type=int, default=0, help="Shapes clips for (a) vs (b) on clips (0 = no clip part)")
+    parser.add_argument("--clip-arms", default="a,b", help="which of (a), (b) train on clips")
+    parser.add_argument("--frames", type=int, default=4, help="frames per clip")
+    parser.add_argument("--clip-steps", type=int, default=150, help="training steps of (a) and (b) on clips")
+    parser.add_argument("--clip-questions", type=int, default=0, help="val clip questions scored (0 = all)")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.stage1_steps, args.steps, args.batch, args.eval_every = 40, 3, 4, 2, 2
         args.eval_captions, args.final_captions, args.final_questions, args.caption_tokens = 2, 3, 4, 4
-    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    if not arms or any(a not in ARMS for a in arms):
-        raise SystemExit(f"--arms {args.arms!r}: choose from {list(ARMS)}")
+        args.clip_steps, args.clip_questions = 2, 6
+    arms = [a.strip() for a in args.arms.split(",") if a.strip() and a.strip() != "none"]
+    clip_arms = [a.strip() for a in args.clip_arms.split(",") if a.strip()] if args.clips else []
+    if (not arms and not clip_arms) or any(a not in ARMS for a in arms):
+        raise SystemExit(f"--arms {args.arms!r}: choose from {list(ARMS)} (or none, with --clips)")
+    if any(a not in ("a", "b") for a in clip_arms):
+        raise SystemExit(f"--clip-arms {args.clip_arms!r}: choose from ['a', 'b']")
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -204,7 +255,7 @@ def main(argv=None) -> int:
 
     stage1 = None
     numbers: dict = {}
-    if "b" in arms:  # stage 1: the tiny LM as a captioning decoder
+    if "b" in arms + clip_arms:  # stage 1: the tiny LM as a captioning decoder
         stage1 = out / "stage1"
         settings = [f"model.language_model={args.tiny_lm}", f"model.language_model_layers={args.tiny_layers}",
                     f"model.vision_encoder={args.encoder}",
@@ -214,10 +265,14 @@ def main(argv=None) -> int:
                     f"data.train={data / 'train_caption.json'}"]
         if args.vision_layer is not None:
             settings.append(f"model.vision_layer={args.vision_layer}")
-        result = train(load_recipe(RECIPES / "stage1.yaml", settings))
-        numbers["stage1"] = {"steps": args.stage1_steps, "curve": curve(stage1),
-                             "wall_seconds": result["wall_seconds"]}
-        del result
+        done = stage1 / "benchmark_stage1.json"  # a finished stage 1 of the same settings is reused
+        if done.is_file() and json.loads(done.read_text())["settings"] == settings:
+            print(f"reusing the stage-1 run in {stage1} (same settings)")
+            wall = json.loads(done.read_text())["wall_seconds"]
+        else:
+            wall = train(load_recipe(RECIPES / "stage1.yaml", settings))["wall_seconds"]
+            done.write_text(json.dumps({"settings": settings, "wall_seconds": wall}))
+        numbers["stage1"] = {"steps": args.stage1_steps, "curve": curve(stage1), "wall_seconds": wall}
 
     results = {}
     for arm in arms:
@@ -236,6 +291,19 @@ def main(argv=None) -> int:
         }
         del result, built
 
+    on_clips = {}
+    if args.clips:
+        clips = clips_data(out, args.clips, args.frames)
+        val_clips = list(read_llava_json(clips / "val_clip_short.json", image_root=clips))
+        val_clips = val_clips[:args.clip_questions or None]
+        for arm in clip_arms:
+            run = out / f"clips_{arm}"
+            recipe = load_recipe(RECIPES / ARMS[arm][1], arm_settings(arm, args, clips, run, stage1, clips=True))
+            result = train(recipe)
+            on_clips[arm] = {"name": ARMS[arm][0], "curve": curve(run), "wall_seconds": result["wall_seconds"],
+                             **clip_scores(result["built"], recipe, val_clips, args)}
+            del result
+
     summary = {}
     if "a" in results and "b" in results:
         target = results["a"]["curve"][-1][1]
@@ -247,10 +315,13 @@ def main(argv=None) -> int:
         "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "data": {"folder": str(data), "val_captions": len(val_captions), "val_questions": len(val_short)},
-        "arms": results, "convergence": summary, "wall_seconds": time.perf_counter() - started,
+        "arms": results, "convergence": summary, "clips": on_clips,
+        **({"clips_data": {"folder": str(clips), "val_questions": len(val_clips)}} if args.clips else {}), "wall_seconds": time.perf_counter() - started,
     }
-    (out / "vadapter_convergence.json").write_text(json.dumps(numbers, indent=1))
-    plot(results, args.stage1_steps, out / "vadapter_convergence.png")
+    report = out / ("vadapter_convergence.json" if results else "vadapter_convergence_clips.json")  # clips alone
+    report.write_text(json.dumps(numbers, indent=1))
+    if results:
+        plot(results, args.stage1_steps, out / "vadapter_convergence.png")
     print(f"{'arm':<38}{'trainable':>11}{'val loss':>10}{'CIDEr-D':>16}{'short EM %':>16}{'FLOPs a/m':>11}")
     for arm, r in results.items():
         cider, em = r["cider_d"], r["short_answer_exact_match"]
@@ -261,7 +332,13 @@ def main(argv=None) -> int:
         reached = summary["b_steps_to_reach_it"]
         print(f"(b) reaches (a)'s final val loss {summary['baseline_final_val_loss']:.4f} at step "
               f"{reached if reached is not None else 'never'} of {args.steps} (+{args.stage1_steps} stage-1 steps)")
-    print(f"wrote {out / 'vadapter_convergence.json'} and {out / 'vadapter_convergence.png'}")
+    for arm, r in on_clips.items():
+        em, motion = r["exact_match"], r["motion"]
+        kinds = ", ".join(f"{kind} {v['mean']:.1f}" for kind, v in r["by_question_type"].items())
+        print(f"clips ({arm}) {r['name']}: exact match {em['mean']:.1f} ±{em['stderr']:.1f} %"
+              + (f", motion questions {motion['mean']:.1f} ±{motion['stderr']:.1f} %" if motion else "")
+              + f" ({kinds})")
+    print(f"wrote {report}" + (f" and {out / 'vadapter_convergence.png'}" if results else ""))
     return 0
 
 
