@@ -40,25 +40,6 @@ def _load(args):
     return built
 
 
-def _prompt_batch(built, image_path: str, prompt: str):
-    """The one-sample batch, and the columns of ``input_ids`` that hold the prompt's own tokens."""
-    from pathlib import Path
-
-    from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
-    from vlbridge.runs import prompt_collator
-    from vlbridge.text.tokenize import IMAGE_TOKEN_ID
-
-    after = f"\n{prompt}"  # the user text after the placeholder, tokenized as one piece (encode_sample)
-    sample = Sample("cli", (Turn("user", f"{IMAGE_PLACEHOLDER}{after}"),), image=Path(image_path), source="--image")
-    batch = prompt_collator(built)([sample])
-    ids = batch.input_ids[0].tolist()
-    piece = built.tokenizer.encode(after, add_special_tokens=False)
-    start = ids.index(IMAGE_TOKEN_ID) + 1
-    if ids[start:start + len(piece)] != piece:
-        raise RuntimeError("could not find the prompt's tokens after the image placeholder")
-    return batch, list(range(start, start + len(piece)))
-
-
 def _choose_tokens(tokenizer, batch, columns: list[int], words: list[str] | None) -> tuple[list[int], list[str]]:
     from vlbridge.errors import ConfigError
 
@@ -78,13 +59,14 @@ def run(args) -> int:
     from PIL import Image
 
     from vlbridge.analysis import distort, grid_shape, locate, save_overlay
+    from vlbridge.ask import question_batch
     from vlbridge.errors import ConfigError
 
     built = _load(args)
     if built.model.bridge.features != "grid":
         raise ConfigError("the analyses need a memvp bridge on grid features (this one uses pooled features)")
     try:
-        batch, columns = _prompt_batch(built, args.image, args.prompt)
+        batch, columns = question_batch(built, args.image, args.prompt)
         positions, labels = _choose_tokens(built.tokenizer, batch, columns, args.tokens)
         if args.analysis == "locate":
             responses = locate(built.model, batch, positions)  # (T, n)

@@ -19,16 +19,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
-    from vlbridge.eval.generate_answers import GenerationSettings, generate_answers
-    from vlbridge.runs import load_model, prompt_collator
+    from vlbridge.ask import ask
+    from vlbridge.eval.generate_answers import GenerationSettings
+    from vlbridge.runs import load_model
 
     built, _ = load_model(args.run_dir, args.recipe)  # a recipe's untrained bridge is drawn from its seed
-    sample = Sample("cli", (Turn("user", f"{IMAGE_PLACEHOLDER}\n{args.prompt}"),), image=Path(args.image),
-                    source="--image")
-    collator = prompt_collator(built)
     settings = GenerationSettings(args.max_new_tokens, 1, args.sample, args.temperature, args.top_p, args.seed)
-    print(generate_answers(built.model, built.tokenizer, collator, [sample], settings)[0])
+    print(ask(built, args.image, args.prompt, settings))
     return 0

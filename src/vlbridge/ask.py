@@ -1,0 +1,42 @@
+"""One question about one image, asked the same way by ``vlbridge generate``, ``vlbridge analyze`` and
+``vlbridge serve``: the sample, its one-row batch with the columns of the question's own tokens, and the answer.
+
+One builder of the sample keeps the three commands' prompts token for token the same, so an answer on the
+browser page is the answer ``vlbridge generate`` prints for that image and prompt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlbridge.batch import Batch
+from vlbridge.build import Built
+from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
+from vlbridge.eval.generate_answers import GenerationSettings, generate_answers
+from vlbridge.runs import prompt_collator
+from vlbridge.text.tokenize import IMAGE_TOKEN_ID
+
+
+def question_sample(image: str | Path, prompt: str, source: str = "--image") -> Sample:
+    """The user turn ``<image>\\n{prompt}`` about ``image``; ``source`` names where the image came from in errors."""
+    return Sample("cli", (Turn("user", f"{IMAGE_PLACEHOLDER}\n{prompt}"),), image=Path(image), source=source)
+
+
+def ask(built: Built, image: str | Path, prompt: str, settings: GenerationSettings = GenerationSettings(max_new_tokens=32, batch_size=1),
+        source: str = "--image") -> str:
+    """The model's answer to ``prompt`` about the image file ``image`` (greedy unless ``settings`` sample)."""
+    sample = question_sample(image, prompt, source)
+    return generate_answers(built.model, built.tokenizer, prompt_collator(built), [sample], settings)[0]
+
+
+def question_batch(built: Built, image: str | Path, prompt: str) -> tuple[Batch, list[int]]:
+    """The one-sample prompt batch, and the columns of ``input_ids`` that hold the prompt's own tokens (what
+    the MemVP analyses read)."""
+    after = f"\n{prompt}"  # the user text after the placeholder, tokenized as one piece (encode_sample)
+    batch = prompt_collator(built)([question_sample(image, prompt)])
+    ids = batch.input_ids[0].tolist()
+    piece = built.tokenizer.encode(after, add_special_tokens=False)
+    start = ids.index(IMAGE_TOKEN_ID) + 1
+    if ids[start:start + len(piece)] != piece:
+        raise RuntimeError("could not find the prompt's tokens after the image placeholder")
+    return batch, list(range(start, start + len(piece)))
