@@ -180,4 +180,8 @@ def build_aligner(config, language_model, teacher, bridge: Bridge | None = None)
     if bridge is not None and type(bridge.connector).grid_cells is Connector.grid_cells:
         raise ConfigError(f"model.aligner={config.aligner!r} reads the image's grid cells in the LM, and connector "
                           f"{resolve_spec(config).connector!r} gives no grid; use one that does: eve_patch, patch")
+    if bridge is not None and bridge.injection.visual_sequence_length(1) == 0:  # memory space, cross-attention
+        raise ConfigError(f"model.aligner={config.aligner!r} reads the LM's hidden states at the image's vectors in its "
+                          f"sequence, and injection {resolve_spec(config).injection!r} puts none there: use "
+                          "model.injection=input_space")
     return None if teacher is None else build(language_model, teacher, options)

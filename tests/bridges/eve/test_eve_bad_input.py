@@ -281,5 +281,5 @@ def test_a_pal_without_a_teacher_or_a_teacher_without_a_pal_is_refused_before_an
 @pytest.mark.parametrize("injection", ["memory_space", "cross_attention"])
 def test_a_pal_with_an_injection_that_keeps_the_image_out_of_the_sequence_is_refused(eve, tmp_path, injection):
     recipe = eve(odd_data(tmp_path), f"model.injection={injection}")
-    with pytest.raises(ConfigError, match="use model.injection=input_space"):
-        train(recipe, **QUIET)  # before the first step
+    with pytest.raises(ConfigError, match=f"injection '{injection}' puts none there: use model.injection=input_space"):
+        build_seeded(recipe, training=True)  # when the model is built, before any training

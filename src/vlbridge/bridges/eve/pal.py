@@ -154,12 +154,7 @@ class WithAlignment(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        injection = model.bridge.injection
-        if injection.visual_sequence_length(1) == 0:  # memory space, cross-attention: the sequence stays text
-            raise ConfigError(f"model.aligner reads the LM's hidden states at the image's vectors in its sequence, and "
-                              f"the {type(injection).__name__} injection puts none there: use "
-                              "model.injection=input_space")
-        self.model = model
+        self.model = model  # its injection puts the image's vectors in the sequence (checked in build_aligner)
 
     def forward(self, batch):
         model = self.model
