@@ -1,5 +1,6 @@
 """One question about one image, asked the same way by ``vlbridge generate``, ``vlbridge analyze`` and
-``vlbridge serve``: the sample, its one-row batch with the columns of the question's own tokens, and the answer.
+``vlbridge serve``: the sample, its one-row batch with the columns of the question's own tokens, the tokens the
+MemVP analyses read, and the answer.
 
 One builder of the sample keeps the three commands' prompts token for token the same, so an answer on the
 browser page is the answer ``vlbridge generate`` prints for that image and prompt.
@@ -12,6 +13,7 @@ from pathlib import Path
 from vlbridge.batch import Batch
 from vlbridge.build import Built
 from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
+from vlbridge.errors import ConfigError
 from vlbridge.eval.generate_answers import GenerationSettings, generate_answers
 from vlbridge.runs import prompt_collator
 from vlbridge.text.tokenize import IMAGE_TOKEN_ID
@@ -40,3 +42,20 @@ def question_batch(built: Built, image: str | Path, prompt: str) -> tuple[Batch,
     if ids[start:start + len(piece)] != piece:
         raise RuntimeError("could not find the prompt's tokens after the image placeholder")
     return batch, list(range(start, start + len(piece)))
+
+
+def choose_tokens(tokenizer, batch: Batch, columns: list[int], words: list[str] | None,
+                  field: str = "--tokens") -> tuple[list[int], list[str]]:
+    """The ``columns`` whose tokens read as one of ``words`` (case-insensitive; None or empty: every token that is
+    not blank), with their texts. A word that is no token of the prompt is refused, naming ``field`` (where the
+    words came from) and listing the prompt's tokens."""
+    texts = [tokenizer.decode([batch.input_ids[0, c].item()]) for c in columns]
+    pairs = [(c, t.strip()) for c, t in zip(columns, texts) if t.strip()]  # newlines and spaces carry nothing
+    if not words:
+        return [c for c, _ in pairs], [t for _, t in pairs]
+    wanted = [w.lower() for w in words]
+    chosen = [(c, t) for c, t in pairs if t.lower() in wanted]
+    missing = sorted(set(wanted) - {t.lower() for _, t in chosen})
+    if missing:
+        raise ConfigError(f"{field} {missing} are not tokens of the prompt; its tokens: {[t for _, t in pairs]}")
+    return [c for c, _ in chosen], [t for _, t in chosen]

@@ -40,26 +40,11 @@ def _load(args):
     return built
 
 
-def _choose_tokens(tokenizer, batch, columns: list[int], words: list[str] | None) -> tuple[list[int], list[str]]:
-    from vlbridge.errors import ConfigError
-
-    texts = [tokenizer.decode([batch.input_ids[0, c].item()]) for c in columns]
-    pairs = [(c, t.strip()) for c, t in zip(columns, texts) if t.strip()]  # newlines and spaces carry nothing
-    if not words:
-        return [c for c, _ in pairs], [t for _, t in pairs]
-    wanted = [w.lower() for w in words]
-    chosen = [(c, t) for c, t in pairs if t.lower() in wanted]
-    missing = sorted(set(wanted) - {t.lower() for _, t in chosen})
-    if missing:
-        raise ConfigError(f"--tokens {missing} are not tokens of the prompt; its tokens: {[t for _, t in pairs]}")
-    return [c for c, _ in chosen], [t for _, t in chosen]
-
-
 def run(args) -> int:
     from PIL import Image
 
     from vlbridge.analysis import distort, grid_shape, locate, save_overlay
-    from vlbridge.ask import question_batch
+    from vlbridge.ask import choose_tokens, question_batch
     from vlbridge.errors import ConfigError
 
     built = _load(args)
@@ -67,7 +52,7 @@ def run(args) -> int:
         raise ConfigError("the analyses need a memvp bridge on grid features (this one uses pooled features)")
     try:
         batch, columns = question_batch(built, args.image, args.prompt)
-        positions, labels = _choose_tokens(built.tokenizer, batch, columns, args.tokens)
+        positions, labels = choose_tokens(built.tokenizer, batch, columns, args.tokens)
         if args.analysis == "locate":
             responses = locate(built.model, batch, positions)  # (T, n)
             rows, cols = grid_shape(responses.shape[1])
