@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "score": "vlbridge_cli.score",
     "demo": "vlbridge_cli.demo",
     "analyze": "vlbridge_cli.analyze",
+    "export": "vlbridge_cli.export",
+    "serve": "vlbridge_cli.serve",
 }
 
 

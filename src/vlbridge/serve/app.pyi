@@ -1,0 +1,115 @@
+"""The browser demo (Gradio, as LLaVA's and TinyLLaVA's demos): an image and a question in, every run's answer
+side by side with its latency, and for MemVP runs the knowledge-locating heat map over the image.
+
+Bad input (no image, a file that is not an image, an image too large to decode safely, an empty question,
+heat-map words that are not in the question) gets a message on the page; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from vlbridge.data.images import DEFAULT_MAX_PIXELS, load_image
+from vlbridge.errors import VLBridgeError
+from vlbridge.eval.generate_answers import GenerationSettings
+from vlbridge.serve.served_run import RunAnswer, ServedRun, answer
+
+from gradio.events import Dependency
+
+class UploadedImage(gr.Image):
+    """Gradio's image input, handing the handler the uploaded file's path unopened: Gradio's own preprocessing
+    opens it with Pillow and fails with a bare traceback on a file that is not an image, while
+    :func:`~vlbridge.data.images.load_image` says what is wrong."""
+
+    def get_block_name(self) -> str:
+        return "image"  # the browser draws it as Gradio's image component
+
+    def preprocess(self, payload):
+        if payload is None or payload.path is None:  # nothing, or an image sent inline (webcam, clipboard)
+            return super().preprocess(payload)
+        return payload.path
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: str  # Markdown: an error, or which question was answered
+    answers: tuple[RunAnswer | None, ...]  # one per run; None when there was no answer
+
+
+def respond(runs: Sequence[ServedRun], image_path: str | None, question: str | None, words: str | None,
+            settings: GenerationSettings, heat_maps: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Reply:
+    """Every run's answer to ``question`` about the image file ``image_path``, or an error message and no answers.
+    ``words``: space-separated words of the question to draw the heat maps of (empty: the whole question);
+    heat maps are written into ``heat_maps``."""
+    nothing = (None,) * len(runs)
+    if not image_path:
+        return Reply("**Error:** upload an image or pick an example first.", nothing)
+    question = (question or "").strip()
+    if not question:
+        return Reply("**Error:** type a question about the image.", nothing)
+    try:
+        image = load_image(image_path, max_pixels=max_pixels)  # refuses non-images and decompression bombs
+    except VLBridgeError as error:
+        # the upload's temporary folder means nothing to the user; its file name does
+        message = str(error).replace(f"{Path(image_path).parent}/", "")
+        return Reply(f"**Error:** cannot use the uploaded file: {message}", nothing)
+    try:
+        answers = tuple(answer(run, image_path, image, question, settings, heat_maps / f"{uuid.uuid4().hex}.png",
+                               (words or "").split() or None) for run in runs)
+    except VLBridgeError as error:  # e.g. heat-map words that are not in the question
+        return Reply(f"**Error:** {error}", nothing)
+    return Reply(f"Answered: *{question}*", answers)
+
+
+def build_app(runs: Sequence[ServedRun], examples: Sequence[tuple[Path, str]], settings: GenerationSettings,
+              heat_maps: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> gr.Blocks:
+    """The page: image, question (and heat-map words when a run locates), one column per run, the examples."""
+    locating = any(run.locates for run in runs)
+    with gr.Blocks(title="vlbridge", analytics_enabled=False) as app:
+        gr.Markdown("# vlbridge\nUpload an image or pick an example below, type a question, and compare the "
+                    "answers of " + ", ".join(f"**{run.name}**" for run in runs) + ".")
+        with gr.Row():
+            image = UploadedImage(type="filepath", label="image", sources=["upload", "clipboard"], elem_id="image")
+            with gr.Column():
+                question = gr.Textbox(label="question", placeholder="What shape is at the top left?",
+                                      elem_id="question")
+                words = gr.Textbox(label="heat-map words (optional, MemVP runs)", visible=locating,
+                                   placeholder="e.g. color square; empty: the whole question", elem_id="words")
+                button = gr.Button("Ask", variant="primary", elem_id="ask")
+                status = gr.Markdown(elem_id="status")
+        outputs = [status]
+        with gr.Row():
+            for i, run in enumerate(runs):
+                with gr.Column():
+                    gr.Markdown(f"### {run.name}\n`{run.pair}`")
+                    outputs.append(gr.Textbox(label="answer", interactive=False, elem_id=f"answer-{i}"))
+                    outputs.append(gr.Markdown(elem_id=f"latency-{i}"))
+                    if run.locates:
+                        outputs.append(gr.Image(label="where the question reads the image", type="filepath",
+                                                interactive=False, elem_id=f"heat-{i}"))
+        gr.Examples([[str(path), text] for path, text in examples], inputs=[image, question], label="examples")
+
+        def handle(image_path, question_text, words_text):
+            reply = respond(runs, image_path, question_text, words_text, settings, heat_maps, max_pixels)
+            values = [reply.status]
+            for run, result in zip(runs, reply.answers):
+                values += ["" if result is None else result.text,
+                           "" if result is None else f"answered in {result.seconds:.2f} s"]
+                if run.locates:
+                    values.append(None if result is None else str(result.heat_map))
+            return values
+
+        # one question at a time (pressing Ask or Enter alike): the runs share this machine's cores
+        gr.on([button.click, question.submit], handle, [image, question, words], outputs, api_name="ask",
+              concurrency_limit=1)
+    return app
