@@ -57,12 +57,13 @@ def prompt_collator(built: Built, recipe: Recipe | None = None, images=None, wit
                     with_answer=with_answer, **limits)
 
 
-def load_run(folder: str | Path, overrides: list[str] = ()) -> tuple[Built, Recipe]:
+def load_run(folder: str | Path, overrides: list[str] = (), allow_unidentified: bool = False) -> tuple[Built, Recipe]:
     """Rebuild the model of a checkpoint (or of a run folder's ``final`` checkpoint) with its weights.
 
     What the checkpoint holds is read from the checkpoint itself. ``overrides`` (``key=value``) change the
     recipe first: e.g. ``model.language_model=/my/copy`` loads a bridge-only checkpoint onto the same LM from
-    another folder (its fingerprint must match)."""
+    another folder (its fingerprint must match). ``allow_unidentified``: load a checkpoint that records no LM and
+    encoder identity (no ``meta.json``), which is refused otherwise (or set ``VLBRIDGE_ALLOW_UNIDENTIFIED_CHECKPOINT=1``)."""
     folder = resolve_checkpoint(folder)
     if not (folder / RECIPE).is_file():
         raise ConfigError(f"{folder} is not a run or checkpoint folder ({RECIPE} missing)")
@@ -73,22 +74,22 @@ def load_run(folder: str | Path, overrides: list[str] = ()) -> tuple[Built, Reci
     # lacks were not trained in this run: they came from init_from (e.g. a frozen stage-1 part)
     untrained = [n for n, _ in built.model.named_parameters() if n not in held and group_of(n) not in SOURCES]
     if recipe.model.init_from and untrained:
-        initialise_from(built.model, recipe.model.init_from, log=lambda *_: None)
+        initialise_from(built.model, recipe.model.init_from, log=lambda *_: None, allow_unidentified=allow_unidentified)
     for name, parameter in built.model.named_parameters():
         parameter.requires_grad_(name in held)  # the identity fingerprints what stays frozen
-    load_trained_weights(built.model, folder, recipe)
+    load_trained_weights(built.model, folder, recipe, allow_unidentified=allow_unidentified)
     return built, recipe
 
 
 def load_model(run: str | Path | None = None, recipe: str | Path | None = None,
-               overrides: list[str] = ()) -> tuple[Built, Recipe]:
+               overrides: list[str] = (), allow_unidentified: bool = False) -> tuple[Built, Recipe]:
     """A trained model from a ``run`` folder, or an untrained one from a ``recipe`` file (None: the built-in
     defaults; its seed draws the bridge; its trainable groups are marked so the model identity fingerprints
-    what stays frozen)."""
+    what stays frozen). ``allow_unidentified``: see :func:`load_run`."""
     if run is not None and recipe is not None:
         raise ConfigError("give a run folder or a recipe, not both")
     if run is not None:
-        return load_run(run, overrides)
+        return load_run(run, overrides, allow_unidentified)
     loaded = load_recipe(recipe, list(overrides))
     built = build_seeded(loaded)
     apply_trainable(built.model, loaded.train.trainable)

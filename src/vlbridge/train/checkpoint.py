@@ -8,7 +8,13 @@ library versions; loading into a model that differs in any of them fails with a 
 differs. Nothing is unpickled: tensors are safetensors, everything else JSON or YAML.
 
 Checkpoints written before bridges were composed (no ``spec`` in ``meta.json``) still load: their two tensor
-names that moved are renamed on reading (:data:`LEGACY_RENAMES`).
+names that moved are renamed on reading (:data:`LEGACY_RENAMES`). A checkpoint with no identity (``meta.json``
+deleted, or written before identities were recorded) is refused, since nothing would stop its bridge loading
+onto another LM; the user may ask for it explicitly (:data:`UNIDENTIFIED_ENV`, or ``allow_unidentified=True``).
+
+Files that cannot be read (truncated or malformed safetensors, JSON that does not parse), and trained tensors
+holding NaN or inf, raise :class:`~vlbridge.errors.DataError` naming the file (and tensor); a checkpoint whose
+tensors have another floating dtype than the model's is converted with a warning, any other dtype refused.
 
 Writes are atomic: a checkpoint is written into a temporary folder, flushed to disk and renamed, so an
 interrupted save (even ``SIGKILL``) never leaves a torn checkpoint behind.
@@ -27,11 +33,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vlbridge.bridges.registry import resolve_spec
 from vlbridge.bridges.spec import BridgeSpec
-from vlbridge.errors import ConfigError
+from vlbridge.errors import ConfigError, DataError
 from vlbridge.recipe import Recipe, save_recipe
 from vlbridge.train.parameter_groups import group_of
 
@@ -47,6 +54,7 @@ FORMAT = 2  # 2: the bridge recorded as connector + injection ("spec")
 LEGACY_RENAMES = {"bridge.stage1.": "bridge.connector.stage1.", "bridge.connector.0.net.": "bridge.connector.net."}
 LIBRARIES = ("vlbridge", "torch", "transformers", "safetensors", "accelerate", "peft")
 FINGERPRINT_VALUES = 4096  # evenly spaced values per tensor that enter a weights fingerprint
+UNIDENTIFIED_ENV = "VLBRIDGE_ALLOW_UNIDENTIFIED_CHECKPOINT"  # =1: load checkpoints that record no LM/encoder identity
 
 
 def library_versions() -> dict[str, str]:
@@ -178,9 +186,71 @@ def save_checkpoint(model, recipe: Recipe, folder: Path, extra: dict | None = No
     return save_weights(folder, recipe, weights, model_identity(model, set(weights)), extra)
 
 
+def read_json(path: Path):
+    """A JSON file of a run or checkpoint; one that cannot be read or parsed is an error naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise DataError(f"cannot be read as JSON ({error}); the file is damaged (e.g. a copy that stopped "
+                        "halfway)", file=path) from None
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file; a truncated or malformed one (any header length) is an error naming it."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise DataError(f"is not a readable safetensors file ({error}); the file is damaged (e.g. a copy that "
+                        "stopped halfway)", file=path) from None
+
+
 def read_meta(folder: Path) -> dict:
+    """``meta.json`` of a checkpoint, ``{}`` if it has none."""
     path = Path(folder) / META
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise DataError(f"expected a JSON object, found {type(meta).__name__}", file=path)
+    return meta
+
+
+def has_identity(meta: dict) -> bool:
+    return "language_model" in meta and "vision_encoder" in meta
+
+
+def check_identity(meta: dict, folder: Path, allow_unidentified: bool = False) -> None:
+    """Refuse a checkpoint that does not say which LM and encoder its tensors were trained on, unless asked."""
+    if has_identity(meta) or allow_unidentified or os.environ.get(UNIDENTIFIED_ENV) == "1":
+        return
+    what = f"has no {META}" if not (Path(folder) / META).is_file() else f"has a {META} that records no identity"
+    raise ConfigError(
+        f"checkpoint {folder} {what}: nothing says which language model and vision encoder its tensors were "
+        f"trained on, so they could load onto another one with no error and give a broken model. If you know it "
+        f"is the right model, load it unchecked: set {UNIDENTIFIED_ENV}=1 (Python: allow_unidentified=True)")
+
+
+def check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise DataError(f"tensor {name!r} holds {bad} NaN or infinite value(s) of {tensor.numel()}: the "
+                            "weights of a run that diverged cannot be used (resume from an earlier checkpoint, or "
+                            "train again with train.on_nonfinite=stop to find the step)", file=path)
+
+
+def dtype_changes(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], folder: Path) -> list[str]:
+    """``name: checkpoint dtype -> model dtype`` for the tensors to convert (floating point to floating point);
+    any other change of dtype (integer, boolean, complex) is refused."""
+    changed, refused = [], []
+    for name, tensor in sorted(state.items()):
+        if name in own and tensor.dtype != own[name].dtype:
+            fits = tensor.is_floating_point() and own[name].is_floating_point()
+            (changed if fits else refused).append(f"{name}: {tensor.dtype} -> {own[name].dtype}")
+    if refused:
+        raise ConfigError(f"checkpoint {folder}: tensors of a dtype this model cannot take (checkpoint -> model): "
+                          f"{refused[:5]}{' ...' if len(refused) > 5 else ''}")
+    return changed
 
 
 def _describe(part: dict | None) -> str:
@@ -191,10 +261,13 @@ def _describe(part: dict | None) -> str:
 
 def read_state(folder: Path, meta: dict) -> dict[str, torch.Tensor]:
     """The checkpoint's tensors under today's names (a format-1 checkpoint's are renamed), with those only training
-    uses (an aligner's) when it has them."""
-    state = load_file(str(Path(folder) / WEIGHTS))
+    uses (an aligner's) when it has them; unreadable files and NaN or inf values are errors naming the file."""
+    state = read_tensors(Path(folder) / WEIGHTS)
+    check_finite(state, Path(folder) / WEIGHTS)
     if (Path(folder) / TRAINING_WEIGHTS).is_file():
-        state |= load_file(str(Path(folder) / TRAINING_WEIGHTS))
+        extra = read_tensors(Path(folder) / TRAINING_WEIGHTS)
+        check_finite(extra, Path(folder) / TRAINING_WEIGHTS)
+        state |= extra
     if meta.get("format", 1) >= FORMAT:
         return state
     renamed = {}
@@ -231,7 +304,7 @@ def differences(meta: dict, model, recipe: Recipe | None, state: dict[str, torch
     sources = meta.get("sources", {})
     for part, label in (("language_model", "language model"), ("vision_encoder", "vision encoder")):
         if part not in meta:
-            continue  # a checkpoint written before identities were recorded
+            continue  # a checkpoint with no identity, loaded on request (check_identity)
         theirs, ours = meta[part], identity[part]
         if theirs != ours:
             keys = sorted(set(theirs or {}) | set(ours or {}))
@@ -250,18 +323,25 @@ def differences(meta: dict, model, recipe: Recipe | None, state: dict[str, torch
     return found
 
 
-def load_trained_weights(model, folder: Path, recipe: Recipe | None = None, expected: set[str] | None = None) -> None:
+def load_trained_weights(model, folder: Path, recipe: Recipe | None = None, expected: set[str] | None = None,
+                         allow_unidentified: bool = False) -> None:
     """Load a checkpoint's trained tensors into ``model`` after checking it is the model they were
     trained with (LM, encoder, bridge, every name and shape, and ``expected`` tensors all present); say what
-    differs otherwise."""
+    differs otherwise. A checkpoint that records no identity is refused unless ``allow_unidentified`` (or
+    :data:`UNIDENTIFIED_ENV` is 1)."""
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file():
         raise ConfigError(f"{folder} is not a checkpoint: {WEIGHTS} is missing")
     meta = read_meta(folder)
+    check_identity(meta, folder, allow_unidentified)
     state = read_state(folder, meta)
     found = differences(meta, model, recipe, state, expected)
     if found:
         raise ConfigError(f"checkpoint {folder} does not fit this model:\n  - " + "\n  - ".join(found))
+    converted = dtype_changes(state, dict(model.named_parameters()), folder)
+    if converted:
+        logger.warning("checkpoint %s holds tensors of another dtype than this model's; converted: %s", folder,
+                       converted)
     ours = library_versions()
     changed = {k: (v, ours.get(k)) for k, v in meta.get("versions", {}).items() if ours.get(k) != v}
     if changed:
@@ -273,7 +353,7 @@ def load_trained_weights(model, folder: Path, recipe: Recipe | None = None, expe
                 own[name].copy_(tensor)
 
 
-def initialise_from(model, folder: str | Path, log=print) -> dict:
+def initialise_from(model, folder: str | Path, log=print, allow_unidentified: bool = False) -> dict:
     """Copy the trained tensors of another run (``model.init_from``: a run or checkpoint folder) into ``model``'s
     tensors of the same name, trained or frozen: e.g. BLIP-2 stage 2 starts from stage 1's Q-Former and ln_vision.
 
@@ -283,8 +363,10 @@ def initialise_from(model, folder: str | Path, log=print) -> dict:
     model has not, such as stage-1 heads); all three are logged."""
     source = resolve_checkpoint(folder)
     meta = read_meta(source)
+    check_identity(meta, source, allow_unidentified)
     state = model.bridge.connector.adopt_state(read_state(source, meta), meta, str(folder))
     own = dict(model.named_parameters())
+    converted = dtype_changes({k: v for k, v in state.items() if k in own}, own, source)
     wrong = sorted(f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
                    if k in own and v.shape != own[k].shape)
     if wrong:
@@ -304,7 +386,8 @@ def initialise_from(model, folder: str | Path, log=print) -> dict:
               "not_in_model": sorted(k for k in state if k not in own)}
     log(f"initialised {len(loaded)} tensors from {source} ({_prefixes(loaded)}); trained from their initialisation: "
         f"{_prefixes(result['not_in_checkpoint']) or 'none'}; in the checkpoint but not in this model: "
-        f"{_prefixes(result['not_in_model']) or 'none'}")
+        f"{_prefixes(result['not_in_model']) or 'none'}"
+        + (f"; converted to this model's dtype: {converted[:5]}{' ...' if len(converted) > 5 else ''}" if converted else ""))
     return result
 
 

@@ -12,7 +12,9 @@ trained tensors, recipe, identity) plus:
   and Python's and NumPy's, so dropout draws the same masks after a resume.
 
 Nothing here is pickled: resuming reads safetensors and JSON only. The folder is written under a
-temporary name and renamed when complete; only the newest ``train.keep_checkpoints`` are kept.
+temporary name and renamed when complete; only the newest ``train.keep_checkpoints`` are kept. A checkpoint
+that was complete but is damaged since (a file truncated, overwritten or deleted; NaN in its tensors) is
+skipped on resume for the newest one that reads back whole (:func:`resumable_checkpoint`).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from vlbridge.errors import ConfigError
-from vlbridge.train.checkpoint import commit_folder, write_checkpoint
+from vlbridge.errors import ConfigError, DataError
+from vlbridge.train.checkpoint import (META, WEIGHTS, commit_folder, has_identity, read_json, read_meta, read_state,
+                                       read_tensors, write_checkpoint)
 from vlbridge.train.distributed import gather, optimizer_state, trained_weights
 
 STATE_TENSORS = "training_state.safetensors"
@@ -162,28 +165,75 @@ def save_training_checkpoint(run_dir: Path, step: int, *, accelerator, wrapped, 
 
 
 def load_training_state(folder: Path, rank: int, world_size: int) -> TrainingState:
+    """Read a step checkpoint back whole: every file every process will read (the trained tensors, the training
+    state, each process's random state), so all processes accept or reject the same checkpoint. A damaged file
+    is a :class:`DataError` naming it; a checkpoint of another number of processes a :class:`ConfigError`."""
     folder = Path(folder)
-    plain = json.loads((folder / STATE_JSON).read_text())
-    if plain["world_size"] != world_size:
-        raise ConfigError(f"{folder} was saved by {plain['world_size']} processes and this run has {world_size}: "
+    plain = read_json(folder / STATE_JSON)
+    try:
+        saved_world = plain["world_size"]
+    except (KeyError, TypeError):
+        raise DataError("field 'world_size' is missing: the file is damaged", file=folder / STATE_JSON) from None
+    if saved_world != world_size:
+        raise ConfigError(f"{folder} was saved by {saved_world} processes and this run has {world_size}: "
                           "resume with the same number of processes (data shards and random states are per process)")
-    tensors = load_file(str(folder / STATE_TENSORS))
-    rng_file = folder / f"rng-{rank}.safetensors"
-    if not rng_file.is_file():
-        raise ConfigError(f"{folder} has no random state for process {rank} ({rng_file.name} missing)")
-    rng = (load_file(str(rng_file)), json.loads((folder / f"rng-{rank}.json").read_text()))
-    return TrainingState(
-        folder=folder,
-        step=plain["step"],
-        world_size=plain["world_size"],
-        optimizer=unflatten_optimizer(tensors, plain["optimizer"]),
-        scheduler=plain["scheduler"],
-        data_order=plain["data_order"] | {"generator": tensors["data_order/generator"]},
-        history=plain["history"],
-        metric_lines=plain["metric_lines"],
-        bad_records=plain["bad_records"],
-        rng=rng,
-    )
+    if not (folder / META).is_file() or not (folder / WEIGHTS).is_file():
+        raise DataError(f"{(folder / META).name if not (folder / META).is_file() else WEIGHTS} is missing: the "
+                        "checkpoint is damaged", file=folder)
+    meta = read_meta(folder)
+    if not has_identity(meta):  # written by the trainer, it always has one
+        raise DataError("records no language model or vision encoder: the file is damaged", file=folder / META)
+    read_state(folder, meta)  # readable, and every value finite
+    tensors = read_tensors(folder / STATE_TENSORS)
+    rng = None
+    for process in range(world_size):
+        rng_file = folder / f"rng-{process}.safetensors"
+        if not rng_file.is_file():
+            raise DataError(f"no random state for process {process} ({rng_file.name} missing): the checkpoint is "
+                            "damaged", file=folder)
+        states = (read_tensors(rng_file), read_json(folder / f"rng-{process}.json"))
+        if process == rank:
+            rng = states
+    try:
+        return TrainingState(
+            folder=folder,
+            step=plain["step"],
+            world_size=saved_world,
+            optimizer=unflatten_optimizer(tensors, plain["optimizer"]),
+            scheduler=plain["scheduler"],
+            data_order=plain["data_order"] | {"generator": tensors["data_order/generator"]},
+            history=plain["history"],
+            metric_lines=plain["metric_lines"],
+            bad_records=plain["bad_records"],
+            rng=rng,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise DataError(f"field or tensor {error} is missing or malformed: the checkpoint is damaged",
+                        file=folder / STATE_JSON) from None
+
+
+def resumable_checkpoint(run_dir: Path, rank: int, world_size: int, log=print) -> tuple[TrainingState | None,
+                                                                                         list[Path]]:
+    """The newest step checkpoint of ``run_dir`` that reads back whole, and the damaged ones newer than it (the
+    resumed run writes them again). ``(None, [])`` if the run has no step checkpoint; an error naming each
+    damaged file if none is readable."""
+    damaged, reasons = [], []
+    for _, folder in reversed(step_checkpoints(run_dir)):
+        try:
+            state = load_training_state(folder, rank, world_size)
+        except DataError as error:
+            damaged.append(folder)
+            reasons.append(str(error))
+            log(f"cannot resume from {folder.name}: {error}")
+            continue
+        if damaged:
+            log(f"resuming from {folder.name}, the newest complete checkpoint, instead of "
+                f"{', '.join(p.name for p in damaged)}")
+        return state, damaged
+    if damaged:
+        raise DataError(f"--resume {run_dir}: no checkpoint of the run can be resumed from, every one is damaged:"
+                        "\n  - " + "\n  - ".join(reasons) + "\nstart the run again with --overwrite")
+    return None, []
 
 
 # --- which recipe changes a resume accepts ---------------------------------------------------------
