@@ -1,4 +1,4 @@
-"""vlbridge train RECIPE [--set key=value ...] | vlbridge train --resume RUN_DIR
+"""vlbridge train RECIPE [--set key=value ...] [--overwrite] | vlbridge train --resume RUN_DIR
 
 Runs the same under ``python``, ``accelerate launch`` and ``torchrun`` (see the README, "Long runs").
 """
@@ -23,6 +23,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--resume", metavar="RUN_DIR", default=None,
                         help="continue the run in RUN_DIR from its latest step checkpoint (train.save_every), "
                              "exactly as if it had not stopped")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train.output_dir may hold another run: remove that run's files first (its checkpoints, "
+                             "final weights, logs and evaluation reports; nothing else). Without it such a folder is "
+                             "refused")
     parser.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
 
 
@@ -38,7 +42,7 @@ def run(args) -> int:
         return 0
     from vlbridge.train.trainer import train
 
-    result = train(recipe, resume=args.resume)
+    result = train(recipe, resume=args.resume, overwrite=args.overwrite)
     if result["process_index"] == 0:  # one summary, not one per process
         print(json.dumps({"output_dir": result["output_dir"], "val": result["val"],
                           "wall_seconds": round(result["wall_seconds"], 1),

@@ -42,8 +42,10 @@ from vlbridge.train.objectives import evaluate, get_objective  # noqa: F401 (eva
 from vlbridge.recipe import Recipe, load_recipe, save_recipe
 from vlbridge.train.report import format_report
 from vlbridge.train.schedule import warmup_cosine
-from vlbridge.train.state import (latest_checkpoint, load_training_state, remove_partial, restore_rng,
-                                  resume_conflicts, save_training_checkpoint, step_checkpoints)
+from vlbridge.train.run_folder import describe as describe_files
+from vlbridge.train.run_folder import prepare_new_run, prepare_resumed_run, remove_run_files
+from vlbridge.train.state import (remove_partial, restore_rng, resumable_checkpoint, resume_conflicts,
+                                  save_training_checkpoint)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -90,13 +92,9 @@ def _first_good_batch(bad: BadRecords, collator, samples, path: str):
     raise DataError(f"{path}: every record is bad")
 
 
-def _prepare_output(out: Path, recipe: Recipe, resume: str | Path | None, world: int, rank: int):
-    """The checkpoint to resume from (or None); a fresh run clears an older run's step checkpoints."""
-    if resume is None:
-        for _, old in step_checkpoints(out) if rank == 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-        return None
-    run = Path(resume)
+def _resume_state(run: Path, recipe: Recipe, world: int, rank: int, log):
+    """The state to resume ``run`` from (None: it stopped before its first step checkpoint, so it starts again) and
+    the damaged checkpoints newer than it."""
     if not (run / "recipe.yaml").is_file():
         raise ConfigError(f"--resume {run}: not a run folder (recipe.yaml missing)")
     conflicts = resume_conflicts(load_recipe(run / "recipe.yaml").to_dict(), recipe.to_dict())
@@ -106,17 +104,19 @@ def _prepare_output(out: Path, recipe: Recipe, resume: str | Path | None, world:
     if read_meta(run / "final").get("step") == recipe.train.steps:
         raise ConfigError(f"--resume {run}: the run already finished ({run / 'final' / META} is at step "
                           f"{recipe.train.steps}); nothing to resume")
-    checkpoint = latest_checkpoint(run)
-    if checkpoint is None:  # stopped before its first step checkpoint: the same run is a fresh start
-        return None
-    return load_training_state(checkpoint, rank, world)
+    return resumable_checkpoint(run, rank, world, log)
 
 
-def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | Path | None = None) -> dict:
+def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | Path | None = None,
+          overwrite: bool = False) -> dict:
     """Run ``recipe``; ``built`` is a model already built from ``recipe.model`` (else it is built here).
 
-    ``resume``: a run folder; the run continues from its latest step checkpoint, exactly as if it had
-    never stopped (the recipe must be the run's own, up to :data:`RESUME_MAY_CHANGE` keys)."""
+    ``resume``: a run folder; the run continues from its latest complete step checkpoint, exactly as if it had
+    never stopped (the recipe must be the run's own, up to :data:`RESUME_MAY_CHANGE` keys).
+    ``overwrite``: ``train.output_dir`` may hold another run, whose files are removed first; without it such a
+    folder is refused (:mod:`vlbridge.train.run_folder`)."""
+    if resume is not None and overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it: give one of them")
     cfg, data = recipe.train, recipe.data
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {cfg.precision!r}; valid: {sorted(PRECISIONS)}")
@@ -134,12 +134,25 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     if resume is not None:  # the run continues in its own folder, wherever it was moved to
         recipe = dataclasses.replace(recipe, train=dataclasses.replace(cfg, output_dir=str(out)))
         cfg = recipe.train
+    # every process checks the folder before any of them writes, so all decide the same
+    earlier = []
+    if resume is None:
+        earlier = prepare_new_run(out, overwrite)
+    else:
+        prepare_resumed_run(out)
+    accelerator.wait_for_everyone()
     if main:
-        if resume is None:
-            out.mkdir(parents=True, exist_ok=True)
+        if earlier:
+            log(f"--overwrite: removing the earlier run's files from {out}: {describe_files(earlier)}")
+            remove_run_files(earlier)
         remove_partial(out)
-    state = _prepare_output(out, recipe, resume, world, rank)
+    state, damaged = _resume_state(out, recipe, world, rank, log) if resume is not None else (None, [])
+    accelerator.wait_for_everyone()  # every process has read the checkpoint it resumes from
     if main:
+        if damaged:
+            log(f"removing the damaged {describe_files(damaged)} (the resumed run writes them again)")
+        for folder in damaged:
+            shutil.rmtree(folder, ignore_errors=True)
         save_recipe(recipe, out / "recipe.yaml")
     accelerator.wait_for_everyone()
     metrics = MetricsLog(out, enabled=main, lines=state.metric_lines if state else [])
