@@ -20,20 +20,6 @@ from vlbridge.eval.generate_answers import GenerationSettings
 from vlbridge.serve.served_run import RunAnswer, ServedRun, answer
 
 
-class UploadedImage(gr.Image):
-    """Gradio's image input, handing the handler the uploaded file's path unopened: Gradio's own preprocessing
-    opens it with Pillow and fails with a bare traceback on a file that is not an image, while
-    :func:`~vlbridge.data.images.load_image` says what is wrong."""
-
-    def get_block_name(self) -> str:
-        return "image"  # the browser draws it as Gradio's image component
-
-    def preprocess(self, payload):
-        if payload is None or payload.path is None:  # nothing, or an image sent inline (webcam, clipboard)
-            return super().preprocess(payload)
-        return payload.path
-
-
 @dataclass(frozen=True)
 class Reply:
     status: str  # Markdown: an error, or which question was answered
@@ -73,8 +59,8 @@ def build_app(runs: Sequence[ServedRun], examples: Sequence[tuple[Path, str]], s
         gr.Markdown("# vlbridge\nUpload an image or pick an example below, type a question, and compare the "
                     "answers of " + ", ".join(f"**{run.name}**" for run in runs) + ".")
         with gr.Row():
-            image = UploadedImage(type="filepath", label="image", sources=["upload", "clipboard"], height=320,
-                                  elem_id="image")
+            image = gr.Image(type="filepath", label="image", sources=["upload", "clipboard"], height=320,
+                             elem_id="image")
             with gr.Column():
                 question = gr.Textbox(label="question", placeholder="What shape is at the top left?",
                                       elem_id="question")
@@ -94,7 +80,8 @@ def build_app(runs: Sequence[ServedRun], examples: Sequence[tuple[Path, str]], s
                                                 interactive=False, elem_id=f"heat-{i}"))
         gr.Examples([[str(path), text] for path, text in examples], inputs=[image, question], label="examples")
 
-        def handle(image_path, question_text, words_text):
+        def handle(upload, question_text, words_text):
+            image_path = None if upload is None else upload.get("path")
             reply = respond(runs, image_path, question_text, words_text, settings, heat_maps, max_pixels)
             values = [reply.status]
             for run, result in zip(runs, reply.answers):
@@ -107,7 +94,10 @@ def build_app(runs: Sequence[ServedRun], examples: Sequence[tuple[Path, str]], s
                     values.append(None if result is None else str(result.heat_map))
             return values
 
-        # one question at a time (pressing Ask or Enter alike): the runs share this machine's cores
+        # One question at a time (pressing Ask or Enter alike): the runs share this machine's cores. Inputs arrive
+        # unprocessed: Gradio's image preprocessing opens the upload with Pillow and fails with a bare traceback
+        # on a file that is not an image, while load_image says what is wrong (Gradio still checks that the path
+        # is a file uploaded to this server).
         gr.on([button.click, question.submit], handle, [image, question, words], outputs, api_name="ask",
-              concurrency_limit=1)
+              preprocess=False, concurrency_limit=1)
     return app
