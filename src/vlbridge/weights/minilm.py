@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from vlbridge.weights.packages import MINILM, package_file
+from vlbridge.weights.safe_folder import from_safetensors
 
 if TYPE_CHECKING:
     from transformers import BertModel
@@ -26,7 +27,7 @@ def load_minilm() -> tuple[BertModel, PreTrainedTokenizerBase]:
     from transformers import BertModel
 
     folder = package_file(MINILM, CONFIG_NAME).parent
-    model = BertModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+    model = from_safetensors(BertModel, folder, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     return model.eval(), tokenizer
 

