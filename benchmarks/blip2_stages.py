@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     untrained = build_model(recipe1.model)
     before = retrieval_scores(untrained, recipe1, val, args.rerank_k)
     del untrained
-    result1 = train(recipe1)
+    result1 = train(recipe1, overwrite=True)  # the benchmark's own folders: a rerun replaces them
     retrieval = retrieval_scores(result1["built"], recipe1, val, args.rerank_k)
     captions_per_image = retrieval["num_texts"] // retrieval["num_images"]
     chance = {f"r{k}": chance_recall(len(val), captions_per_image, k) for k in (1, 5, 10)}
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
             f"train.batch_size={args.stage2_batch}", f"train.lr={args.stage2_lr}",
             f"train.warmup_steps={max(1, args.stage2_steps // 10)}", "train.eval_every=0",
             f"train.output_dir={run}"])
-        result = train(recipe2)
+        result = train(recipe2, overwrite=True)
         history = result["history"]
         stage2_history[name] = history
         tail = max(1, len(history) // 5)

@@ -216,7 +216,7 @@ def run_one(name: str, args, data: Path, sets: dict, done: dict) -> dict:
         run_one(parent, args, data, sets, done)  # the run it starts from, first
     print(f"\n{name}: training {kind} stage {stage}", flush=True)
     recipe = recipe_of(name, args, data)
-    result = train(recipe, log=args.log)
+    result = train(recipe, log=args.log, overwrite=True)  # not stored: replace what a stopped run left
     built, history = result["built"], result["history"]
     row = {"run": name, "signature": expected, "trainable": result["report"]["parameters_trainable"],
            "lm_trainable": result["parameter_counts"].get("lm", {}).get("trainable", 0),

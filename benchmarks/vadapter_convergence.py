@@ -270,7 +270,7 @@ def main(argv=None) -> int:
             print(f"reusing the stage-1 run in {stage1} (same settings)")
             wall = json.loads(done.read_text())["wall_seconds"]
         else:
-            wall = train(load_recipe(RECIPES / "stage1.yaml", settings))["wall_seconds"]
+            wall = train(load_recipe(RECIPES / "stage1.yaml", settings), overwrite=True)["wall_seconds"]
             done.write_text(json.dumps({"settings": settings, "wall_seconds": wall}))
         numbers["stage1"] = {"steps": args.stage1_steps, "curve": curve(stage1), "wall_seconds": wall}
 
@@ -279,7 +279,7 @@ def main(argv=None) -> int:
         name, recipe_file, _ = ARMS[arm]
         run = out / f"arm_{arm}"
         recipe = load_recipe(RECIPES / recipe_file, arm_settings(arm, args, data, run, stage1))
-        result = train(recipe)
+        result = train(recipe, overwrite=True)  # the benchmark's own folders: a rerun replaces them
         built = result["built"]
         connector = built.model.bridge.connector
         results[arm] = {
@@ -299,7 +299,7 @@ def main(argv=None) -> int:
         for arm in clip_arms:
             run = out / f"clips_{arm}"
             recipe = load_recipe(RECIPES / ARMS[arm][1], arm_settings(arm, args, clips, run, stage1, clips=True))
-            result = train(recipe)
+            result = train(recipe, overwrite=True)
             on_clips[arm] = {"name": ARMS[arm][0], "curve": curve(run), "wall_seconds": result["wall_seconds"],
                              **clip_scores(result["built"], recipe, val_clips, args)}
             del result
