@@ -1,12 +1,16 @@
 """Recipes: typed, documented configuration read from YAML, overridable with ``--set key=value``.
 
 Every field is declared once here with its meaning; an unknown key anywhere is rejected with the
-valid keys listed (a typo must never silently fall back to a default).
+valid keys listed (a typo must never silently fall back to a default). Values are checked when the recipe
+is loaded (:data:`VALID`), before any model is built, and an error gives the valid range; a YAML syntax
+error names the file, line and column.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -14,6 +18,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from vlbridge.errors import ConfigError
+from vlbridge.text.tokenize import TRUNCATION_POLICIES
+from vlbridge.train.guards import BAD_RECORD_POLICIES, NONFINITE_POLICIES
 
 
 @dataclass
@@ -67,7 +73,10 @@ class DataConfig:
     # (ScienceQA images are ROOT/images/SPLIT/PID/<image>)
     max_length: int = 512  # longest sequence the LM sees, visual tokens included
     truncation: str = "reject"  # over-long samples: reject (error naming the record) | truncate_prompt
-    on_bad_record: str = "raise"  # raise | skip (skipped record ids are reported, never silent)
+    on_bad_record: str = "raise"  # raise | skip: leave out each bad record (told apart by file and position, not
+    # by id) and report file, position, id and reason in the log and skipped_records.json, never silently
+    allow_outside_images: bool = False  # accept image paths that leave the image folder (absolute, or climbing out
+    # with ".."); by default such a record is a bad record (vlbridge.data.image_paths)
     cache_features: bool = True  # precompute a frozen encoder's features once and reuse them every epoch
 
 
@@ -152,8 +161,58 @@ def _check(hint, value, key: str):
     raise ConfigError(f"recipe key {key!r}: expected {hint}, got {value!r}")
 
 
+def _at_least(low: float, kind: str = "an integer", note: str = "") -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v >= low), f"{kind} >= {low:g}" + (f" ({note})" if note else "")
+
+
+def _one_of(choices) -> tuple[Callable[[Any], bool], list]:
+    return (lambda v: v in choices), list(choices)
+
+
+VALID: dict[str, tuple[Callable[[Any], bool], object]] = {
+    "data.max_length": _at_least(1),
+    "data.truncation": _one_of(TRUNCATION_POLICIES),
+    "data.on_bad_record": _one_of(BAD_RECORD_POLICIES),
+    "train.steps": _at_least(1),
+    "train.batch_size": _at_least(1),
+    "train.grad_accum": _at_least(1),
+    "train.lr": _at_least(0, "a number"),
+    "train.weight_decay": _at_least(0, "a number"),
+    "train.betas": ((lambda v: len(v) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                                    and 0 <= b < 1 for b in v)), "two numbers in [0, 1)"),
+    "train.warmup_steps": _at_least(0),
+    "train.min_lr_ratio": ((lambda v: 0 <= v <= 1), "a number in [0, 1]"),
+    "train.clip_grad": _at_least(0, "a number", "0 = no clipping"),
+    "train.eval_every": _at_least(0, note="0 = only at the end"),
+    "train.eval_samples": _at_least(0, note="0 = all"),
+    "train.save_every": _at_least(0, note="0 = only at the end"),
+    "train.keep_checkpoints": _at_least(0, note="0 = all"),
+    "train.on_nonfinite": _one_of(NONFINITE_POLICIES),
+    "train.threads": _at_least(0, note="0 = all cores"),
+    "eval.max_new_tokens": _at_least(1),
+    "eval.batch_size": _at_least(1),
+    "eval.temperature": ((lambda v: v > 0), "a number > 0"),
+    "eval.top_p": ((lambda v: 0 < v <= 1), "a number in (0, 1]"),
+}
+"""``section.key`` -> (test, the valid range as the error states it): checked on load, so a wrong value fails
+before a model is built. A float must also be finite (``.nan`` and ``.inf`` fail every range)."""
+
+
+def validate(recipe: Recipe) -> Recipe:
+    """Raise a :class:`ConfigError` naming the first key of :data:`VALID` whose value is out of range."""
+    for key, (test, valid) in VALID.items():
+        section, name = key.split(".")
+        value = getattr(getattr(recipe, section), name)
+        if isinstance(valid, list):  # a choice
+            if not test(value):
+                raise ConfigError(f"{key}={value!r}; valid: {valid}")
+        elif (isinstance(value, float) and not math.isfinite(value)) or not test(value):
+            raise ConfigError(f"recipe key {key!r}: {value!r} is out of range; valid: {valid}")
+    return recipe
+
+
 def recipe_from_dict(values: dict[str, Any]) -> Recipe:
-    return _build(Recipe, values, "")
+    return validate(_build(Recipe, values, ""))
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
@@ -163,7 +222,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"recipe file {path} does not exist")
-        values = yaml.safe_load(path.read_text()) or {}
+        values = _parse_yaml(path) or {}
         if not isinstance(values, dict):
             raise ConfigError(f"recipe file {path}: top level must be a mapping")
     for item in overrides:
@@ -176,8 +235,28 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {part!r} is not a section")
-        node[last] = yaml.safe_load(raw)
+        try:
+            node[last] = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({_yaml_problem(error)})") from None
     return recipe_from_dict(values)
+
+
+def _parse_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"recipe file {path}: not UTF-8 text ({error})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"recipe file {path}: invalid YAML{where}: {_yaml_problem(error)}") from None
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's problem in words, without its own multi-line position report."""
+    parts = [getattr(error, "context", None), getattr(error, "problem", None)]
+    return ", ".join(p for p in parts if p) or str(error).splitlines()[0]
 
 
 def save_recipe(recipe: Recipe, path: Path) -> None:

@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-HELP = "Generate the built-in Shapes dataset or validate a LLaVA JSON file."
+HELP = "Generate the built-in Shapes dataset or validate LLaVA JSON files."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,13 +49,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "number).")
     shapes.set_defaults(data_run=run_shapes)
 
-    check = sub.add_parser("check", help="Validate a LLaVA JSON file and print counts and errors.",
-                           description="Validate a LLaVA JSON file and print counts and errors.")
-    check.add_argument("file", type=Path, help="The LLaVA JSON file.")
+    check = sub.add_parser("check", help="Validate LLaVA JSON files: counts, every bad record, shared ids.",
+                           description="Validate LLaVA JSON files (e.g. the training and the validation file "
+                           "together): print counts, every bad record (exit status 1 if any), and ids carried by "
+                           "more than one record, within or across the files (a warning).")
+    check.add_argument("file", type=Path, nargs="+", help="The LLaVA JSON file(s).")
     check.add_argument("--images", type=Path, default=None,
-                       help="Folder the records' image paths are relative to (default: the file's folder).")
+                       help="Folder the records' image paths are relative to (default: each file's folder).")
     check.add_argument("--no-image-check", action="store_true",
                        help="Do not open the images (only validate the JSON records).")
+    check.add_argument("--allow-outside-images", action="store_true",
+                       help="Accept image paths that leave the image folder (absolute, or climbing out with '..'); "
+                       "by default they are bad records (the recipe's data.allow_outside_images).")
     check.set_defaults(data_run=run_check)
 
 
@@ -102,16 +107,23 @@ def run_shapes(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     from vlbridge.data.llava_json import read_llava_json
+    from vlbridge.datasets.duplicate_ids import describe_duplicates, find_duplicate_ids
 
-    samples = read_llava_json(args.file, image_root=args.images, check_images=not args.no_image_check,
-                              on_error="skip")
-    with_image = sum(s.image is not None for s in samples)
-    clips = Counter(len(s.frames) for s in samples if s.frames)
-    turns = sum(len(s.turns) for s in samples)
-    tasks = Counter(s.meta.get("task", "-") for s in samples)
-    with_clip = f", {sum(clips.values())} clips (by frames: {dict(sorted(clips.items()))})" if clips else ""
-    print(f"{args.file}: {len(samples)} valid records, {len(samples.skipped)} bad; "
-          f"{with_image} with an image{with_clip}, {turns} turns; tasks: {dict(sorted(tasks.items()))}")
-    for bad in samples.skipped:
-        print(f"  error: {bad.message}")
-    return 1 if samples.skipped else 0
+    parts, bad = {}, 0
+    for file in args.file:
+        samples = read_llava_json(file, image_root=args.images, check_images=not args.no_image_check,
+                                  on_error="skip", allow_outside_images=args.allow_outside_images)
+        with_image = sum(s.image is not None for s in samples)
+        clips = Counter(len(s.frames) for s in samples if s.frames)
+        turns = sum(len(s.turns) for s in samples)
+        tasks = Counter(s.meta.get("task", "-") for s in samples)
+        with_clip = f", {sum(clips.values())} clips (by frames: {dict(sorted(clips.items()))})" if clips else ""
+        print(f"{file}: {len(samples)} valid records, {len(samples.skipped)} bad; "
+              f"{with_image} with an image{with_clip}, {turns} turns; tasks: {dict(sorted(tasks.items()))}")
+        for skipped in samples.skipped:
+            print(f"  error: {skipped.message}")
+        parts[str(file)] = samples
+        bad += len(samples.skipped)
+    if duplicates := find_duplicate_ids(parts):
+        print(f"warning: {describe_duplicates(duplicates, shown=20)}")
+    return 1 if bad else 0

@@ -100,16 +100,22 @@ def test_bad_records_are_skipped_and_reported_at_the_end(hostile_shapes, make_re
     recipe = make_recipe(*data, "data.on_bad_record=skip", "train.steps=6", "train.eval_samples=0")
     messages = []
     result = train(recipe, log=messages.append)  # one epoch: every record is met once
-    assert {e["record"] for e in result["skipped_records"]} == {"truncated-image", "too-long", "number-answer",
-                                                                 "train#25"}
-    by_record = {e["record"]: e for e in result["skipped_records"]}
-    assert by_record["number-answer"]["stage"] == "read train" and by_record["train#25"]["stage"] == "read train"
-    assert "cannot read image" in by_record["truncated-image"]["message"]
-    assert "longer than max_length=200" in by_record["too-long"]["message"]
-    assert by_record["too-long"]["stage"].startswith("step ")
+    train_file, val_file = str(hostile_shapes / "train.json"), str(hostile_shapes / "val.json")
+    by_place = {(e["file"], e["position"]): e for e in result["skipped_records"]}
+    assert len(by_place) == len(result["skipped_records"])
+    # the truncated image is both in train (position 22) and val (position 3): two records, both left out
+    assert {place: e["id"] for place, e in by_place.items()} == {
+        (train_file, 22): "truncated-image", (val_file, 3): "truncated-image", (train_file, 23): "too-long",
+        (train_file, 24): "number-answer", (train_file, 25): None}
+    assert by_place[train_file, 24]["stage"] == "read train" and by_place[train_file, 25]["stage"] == "read train"
+    assert "cannot read image" in by_place[train_file, 22]["reason"]
+    assert "cannot read image" in by_place[val_file, 3]["reason"]
+    assert "longer than max_length=200" in by_place[train_file, 23]["reason"]
+    assert by_place[train_file, 23]["stage"].startswith("step ")
     saved = json.loads((hostile_shapes / "run" / "skipped_records.json").read_text())
-    assert {e["record"] for e in saved} == set(by_record)
-    assert f"skipped {len(by_record)} bad record(s) (data.on_bad_record=skip)" in messages[-1]
+    assert saved == result["skipped_records"]
+    assert f"skipped {len(by_place)} bad record(s) (data.on_bad_record=skip)" in messages[-1]
+    assert f"{val_file} position 3, id 'truncated-image'" in messages[-1]
     assert json.loads((hostile_shapes / "run" / "predictions.json").read_text())[-1]["id"] != "truncated-image"
 
 

@@ -17,11 +17,15 @@ A **clip** (video frames in time order) is a list of image files under the same 
      "conversations": [{"from": "human", "value": "<image>\nWhich way did the red circle move?"},
                        {"from": "gpt", "value": "right"}]}
 
+Image paths must stay inside the image folder: an absolute path or one climbing out with ``..`` is refused
+unless the reader is told ``allow_outside_images=True`` (:mod:`vlbridge.data.image_paths`).
+
 Any list is a clip, even of one frame (:attr:`Sample.frames`; a clip of one frame is not the same input as that
 image alone: the connector adds its frame embedding). Several separate images in one record (LLaVA-OneVision's
 interleaved ``<image>`` per list item) and video files (a ``video`` key) are refused, naming the record.
 Every violation is a :class:`DataError` naming the file, the record (its id, or its index when the id
-itself is bad) and the field (``image[i]`` for a clip's frame i).
+itself is bad) and the field (``image[i]`` for a clip's frame i). Each sample keeps its file and its 0-based
+position in it (:attr:`Sample.position`), so records that share an id stay apart.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vlbridge.data.clips import frame_field, load_clip
+from vlbridge.data.image_paths import image_path
 from vlbridge.data.images import load_image
 from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
 from vlbridge.errors import DataError
@@ -50,9 +55,16 @@ ON_ERROR = ("raise", "skip")
 class SkippedRecord:
     """A record left out under ``on_error="skip"``: where it was and why."""
 
-    index: int
+    index: int  # its 0-based position in the list read
     id: str | None  # None when the record had no usable id
     message: str
+    file: str = ""  # the file it is in
+    position: int | str | None = None  # where it is in `file` when that is not `index` (ScienceQA: "train[3]")
+
+    @property
+    def where(self) -> int | str:
+        """The record's position in :attr:`file` (what, with the file, tells it apart from every other record)."""
+        return self.index if self.position is None else self.position
 
 
 class SampleList(list):
@@ -69,6 +81,7 @@ def read_llava_json(
     image_root: str | Path | None = None,
     check_images: bool = False,
     on_error: Literal["raise", "skip"] = "raise",
+    allow_outside_images: bool = False,
 ) -> SampleList:
     """Read a LLaVA JSON file into samples (roles mapped to "user"/"assistant").
 
@@ -77,6 +90,8 @@ def read_llava_json(
     checks that a clip's frames are all the same size.
     ``on_error="skip"`` leaves bad records out and lists them in the result's ``skipped`` (and logs a
     warning); the default raises on the first bad record.
+    ``allow_outside_images=True`` accepts image paths that leave ``image_root`` (absolute, or ``../``); by
+    default they are bad records (:mod:`vlbridge.data.image_paths`).
     """
     path = Path(path)
     if on_error not in ON_ERROR:
@@ -86,7 +101,8 @@ def read_llava_json(
     samples, skipped = [], []
     for index, record in enumerate(records):
         try:
-            sample = parse_record(record, index=index, file=path, image_root=root)
+            sample = parse_record(record, index=index, file=path, image_root=root,
+                                  allow_outside_images=allow_outside_images)
             if check_images and sample.image is not None:
                 load_image(sample.image, record=sample.id, source=path)
             if check_images and sample.frames:
@@ -95,15 +111,16 @@ def read_llava_json(
         except DataError as error:
             if on_error == "raise":
                 raise
-            skipped.append(SkippedRecord(index=index, id=_usable_id(record), message=str(error)))
+            skipped.append(SkippedRecord(index=index, id=_usable_id(record), message=str(error), file=str(path)))
     if skipped:
         logger.warning("%s: skipped %d of %d records; first: %s", path, len(skipped), len(records),
                        skipped[0].message)
     return SampleList(samples, skipped)
 
 
-def parse_record(record: Any, *, index: int, file: str | Path, image_root: Path) -> Sample:
-    """Validate one LLaVA record and turn it into a :class:`Sample`."""
+def parse_record(record: Any, *, index: int, file: str | Path, image_root: Path,
+                 allow_outside_images: bool = False) -> Sample:
+    """Validate one LLaVA record (the ``index``-th of ``file``) and turn it into a :class:`Sample`."""
     name: object = _usable_id(record)
     where = {"file": file, "record": name if name is not None else f"#{index}"}
     if not isinstance(record, dict):
@@ -153,13 +170,16 @@ def parse_record(record: Any, *, index: int, file: str | Path, image_root: Path)
     meta = record.get("meta", {})
     if not isinstance(meta, dict):
         raise DataError(f"meta must be an object, got {type(meta).__name__}", field="meta", **where)
+    inside = {"allow_outside": allow_outside_images, **where}
     return Sample(
         id=name,
         turns=tuple(turns),
-        image=image_root / image if image is not None else None,
+        image=image_path(image_root, image, field="image", **inside) if image is not None else None,
         source=str(file),
         meta=meta,
-        frames=tuple(image_root / frame for frame in frames or ()),
+        frames=tuple(image_path(image_root, frame, field=frame_field(i), **inside)
+                     for i, frame in enumerate(frames or ())),
+        position=index,
     )
 
 

@@ -40,6 +40,8 @@ class Sample:
     source: str = ""  # the file the record came from, for error messages
     meta: dict[str, Any] = field(default_factory=dict)
     frames: tuple[Path, ...] = ()  # a clip: its frames' image files in time order (then image is None)
+    position: int | str | None = field(default=None, compare=False)  # where the record is in `source` (its
+    # 0-based index in the file's list); with `source` it tells apart records that share an id. None: not from a file
 
     def __post_init__(self) -> None:
         if self.image is not None and self.frames:

@@ -1,10 +1,13 @@
 """COCO captions: the official annotation JSON (``captions_val2014.json``) and Karpathy's split file
-(``dataset_coco.json``). One :class:`Sample` per image, all its captions in ``meta["answers"]``."""
+(``dataset_coco.json``). One :class:`Sample` per image, all its captions in ``meta["answers"]``; its
+:attr:`Sample.position` is the image's index in the file's ``images`` list. Image paths must stay inside the image
+folder unless ``allow_outside_images`` (:mod:`vlbridge.data.image_paths`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from vlbridge.data.image_paths import image_path
 from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
 from vlbridge.datasets.json_io import load_json, require
 from vlbridge.errors import DataError
@@ -15,13 +18,15 @@ CAPTION_INSTRUCTION = "Provide a one-sentence caption for the provided image."
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
 
 
-def _caption_sample(image_id: object, captions: list[str], image: Path | None, source: str, extra: dict) -> Sample:
+def _caption_sample(image_id: object, captions: list[str], image: Path | None, source: str, extra: dict,
+                    position: int) -> Sample:
     return Sample(
         id=str(image_id),
         turns=(Turn("user", f"{IMAGE_PLACEHOLDER}\n{CAPTION_INSTRUCTION}"), Turn("assistant", captions[0])),
         image=image,
         source=source,
         meta={"task": "caption", "answers": list(captions), "image_id": image_id, **extra},
+        position=position,
     )
 
 
@@ -37,6 +42,9 @@ def coco_caption_references(annotation_file: str | Path) -> tuple[dict[int, list
         if image_id in file_names:
             raise DataError("duplicate image id", file=annotation_file, record=f"images[{i}] id {image_id}", field="id")
         file_names[image_id] = image.get("file_name", "")
+        if not isinstance(file_names[image_id], str):
+            raise DataError(f"must be a string, found {type(file_names[image_id]).__name__}", file=annotation_file,
+                            record=f"images[{i}] id {image_id}", field="file_name")
     captions: dict[int, list[str]] = {image_id: [] for image_id in file_names}
     for i, ann in enumerate(annotations):
         where = f"annotations[{i}]"
@@ -53,18 +61,22 @@ def coco_caption_references(annotation_file: str | Path) -> tuple[dict[int, list
     return captions, file_names
 
 
-def read_coco_captions(annotation_file: str | Path, image_dir: str | Path | None = None) -> list[Sample]:
+def read_coco_captions(annotation_file: str | Path, image_dir: str | Path | None = None,
+                       allow_outside_images: bool = False) -> list[Sample]:
     """Samples of an official COCO caption annotation file; ``image`` is ``image_dir/file_name``."""
     captions, file_names = coco_caption_references(annotation_file)
     root = Path(image_dir) if image_dir is not None else None
-    return [
-        _caption_sample(image_id, caps, root / file_names[image_id] if root and file_names[image_id] else None,
-                        str(annotation_file), {"file_name": file_names[image_id]})
-        for image_id, caps in captions.items()
-    ]
+    samples = []
+    for position, (image_id, caps) in enumerate(captions.items()):  # the images' order in the file
+        name = file_names[image_id]
+        image = image_path(root, name, allow_outside=allow_outside_images, file=annotation_file,
+                           record=f"images[{position}] id {image_id}", field="file_name") if root and name else None
+        samples.append(_caption_sample(image_id, caps, image, str(annotation_file), {"file_name": name}, position))
+    return samples
 
 
-def read_karpathy_split(split_file: str | Path, split: str = "test", image_root: str | Path | None = None) -> list[Sample]:
+def read_karpathy_split(split_file: str | Path, split: str = "test", image_root: str | Path | None = None,
+                        allow_outside_images: bool = False) -> list[Sample]:
     """Samples of one split of Karpathy's ``dataset_coco.json`` (5,000 test images for COCO).
 
     ``split`` is one of train, restval, val, test; captions are the ``raw`` sentences (the COCO toolkit
@@ -89,7 +101,12 @@ def read_karpathy_split(split_file: str | Path, split: str = "test", image_root:
         if not captions:
             raise DataError("image has no sentences", file=split_file, record=where, field="sentences")
         filename = require(image, "filename", str, file=split_file, where=where)
-        path = root / image.get("filepath", "") / filename if root else None
+        folder = image.get("filepath", "")
+        if not isinstance(folder, str):
+            raise DataError(f"must be a string, found {type(folder).__name__}", file=split_file, record=where,
+                            field="filepath")
+        path = image_path(root, f"{folder}/{filename}" if folder else filename, allow_outside=allow_outside_images,
+                          file=split_file, record=where, field="filepath/filename") if root else None
         samples.append(_caption_sample(image_id, captions, path, str(split_file),
-                                       {"file_name": filename, "split": split}))
+                                       {"file_name": filename, "split": split}, position=i))
     return samples

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from vlbridge.data.image_paths import image_path
 from vlbridge.data.llava_json import ON_ERROR, SampleList, SkippedRecord
 from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
 from vlbridge.datasets.json_io import load_json, require
@@ -22,7 +23,8 @@ SCIENCEQA_SPLITS = ("train", "val", "test", "minival", "minitrain", "trainval")
 
 
 def read_scienceqa(root: str | Path, split: str = "test", use_captions: bool = False,
-                   require_images: bool = True, on_error: Literal["raise", "skip"] = "raise") -> SampleList:
+                   require_images: bool = True, on_error: Literal["raise", "skip"] = "raise",
+                   allow_outside_images: bool = False) -> SampleList:
     """Samples of one split of a ScienceQA folder (``problems.json``, ``pid_splits.json``, ``images/``).
 
     ``use_captions`` appends ``captions.json``'s caption of the image to the context, as LLaVA's and
@@ -30,6 +32,9 @@ def read_scienceqa(root: str | Path, split: str = "test", use_captions: bool = F
     that does not exist is an error (instead of silently becoming a text-only question).
     ``on_error="skip"`` leaves a bad problem out and lists it in the result's ``skipped`` (as
     :func:`vlbridge.data.llava_json.read_llava_json`); a missing file or split always raises.
+    A problem's ``image`` must name a file inside its folder ``images/SPLIT/PID/`` unless
+    ``allow_outside_images`` (:mod:`vlbridge.data.image_paths`). Each sample's :attr:`Sample.position` is
+    ``"SPLIT[i]"``: the problem is the i-th id of that split's list in ``pid_splits.json``.
     """
     if on_error not in ON_ERROR:
         raise DataError(f"on_error must be one of {list(ON_ERROR)}, got {on_error!r}", file=root)
@@ -39,6 +44,9 @@ def read_scienceqa(root: str | Path, split: str = "test", use_captions: bool = F
     splits = load_json(splits_file, dict)
     if split not in splits:
         raise DataError(f"unknown split {split!r}; the file has {sorted(splits)}", file=splits_file, field=split)
+    if not isinstance(splits[split], list):
+        raise DataError(f"must be a list of problem ids, found {type(splits[split]).__name__}", file=splits_file,
+                        field=split)
     captions: dict = {}
     if use_captions:
         captions_file = root / "captions.json"
@@ -50,16 +58,18 @@ def read_scienceqa(root: str | Path, split: str = "test", use_captions: bool = F
             if pid not in problems:
                 raise DataError(f"problem listed in split {split!r} is missing from problems.json",
                                 file=problems_file, record=pid)
-            samples.append(_problem_sample(pid, problems[pid], root, split, captions, problems_file, require_images))
+            samples.append(_problem_sample(pid, problems[pid], root, split, captions, problems_file, require_images,
+                                           allow_outside_images, position=f"{split}[{index}]"))
         except DataError as error:
             if on_error == "raise":
                 raise
-            skipped.append(SkippedRecord(index=index, id=pid, message=str(error)))
+            skipped.append(SkippedRecord(index=index, id=pid, message=str(error), file=str(problems_file),
+                                         position=f"{split}[{index}]"))
     return SampleList(samples, skipped)
 
 
 def _problem_sample(pid: str, problem: dict, root: Path, split: str, captions: dict, file: Path,
-                    require_images: bool) -> Sample:
+                    require_images: bool, allow_outside_images: bool = False, position: str | None = None) -> Sample:
     question = require(problem, "question", str, file=file, where=pid)
     choices = require(problem, "choices", list, file=file, where=pid)
     answer = require(problem, "answer", int, file=file, where=pid)
@@ -70,12 +80,20 @@ def _problem_sample(pid: str, problem: dict, root: Path, split: str, captions: d
                         field="answer")
     hint = problem.get("hint") or ""
     image_name = problem.get("image") or ""
+    for name, value in (("hint", hint), ("image", image_name)):
+        if not isinstance(value, str):
+            raise DataError(f"must be a string (or null), found {type(value).__name__}", file=file, record=pid,
+                            field=name)
     image = None
     if image_name:
-        image = root / "images" / split / pid / image_name
+        image = image_path(root / "images" / split / pid, image_name, allow_outside=allow_outside_images, file=file,
+                           record=pid, field="image")
         if require_images and not image.is_file():
             raise DataError(f"image file {image} does not exist", file=file, record=pid, field="image")
     caption = captions.get(pid, "") if image_name else ""
+    if not isinstance(caption, str):
+        raise DataError(f"caption must be a string, found {type(caption).__name__}", file=file.parent / "captions.json",
+                        record=pid, field="captions")
     context = context_text(hint, caption)
     prompt = qcm_prompt(question, choices, context)
     user = f"{IMAGE_PLACEHOLDER}\n{prompt}" if image_name else prompt
@@ -84,6 +102,7 @@ def _problem_sample(pid: str, problem: dict, root: Path, split: str, captions: d
         turns=(Turn("user", user), Turn("assistant", answer_text(answer))),
         image=image,
         source=str(file),
+        position=position,
         meta={
             "task": "mc", "question": question, "context": hint, "choices": list(choices), "answer_index": answer,
             "subject": problem.get("subject", ""), "grade": problem.get("grade", ""),

@@ -12,7 +12,8 @@
 
 A field read only by another format must keep its default: a ``data.train_split`` given to LLaVA JSON data
 (or an ``image_root`` to a ScienceQA folder, whose images are ``ROOT/images/SPLIT/PID/``) would otherwise be
-silently ignored. Both readers honour ``data.on_bad_record`` (raise, or skip and list the record).
+silently ignored. Both readers honour ``data.on_bad_record`` (raise, or skip and list the record) and
+``data.allow_outside_images`` (image paths that leave the image folder are bad records unless it is true).
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ def _read_llava(data: "DataConfig", part: str) -> SampleList:
     """One LLaVA JSON file, or a list of them read in order into one set (e.g. captions and short answers)."""
     files = getattr(data, part)
     if isinstance(files, str):
-        return read_llava_json(files, image_root=data.image_root, on_error=data.on_bad_record)
+        return read_llava_json(files, image_root=data.image_root, on_error=data.on_bad_record,
+                               allow_outside_images=data.allow_outside_images)
     if not files or not all(isinstance(file, str) for file in files):
         raise ConfigError(f"data.{part}={files!r}: give a LLaVA JSON file or a non-empty list of them")
     samples = SampleList()
     for file in files:
-        part_samples = read_llava_json(file, image_root=data.image_root, on_error=data.on_bad_record)
+        part_samples = read_llava_json(file, image_root=data.image_root, on_error=data.on_bad_record,
+                                       allow_outside_images=data.allow_outside_images)
         samples.extend(part_samples)
         samples.skipped.extend(part_samples.skipped)
     return samples
@@ -59,7 +62,8 @@ def _read_scienceqa(data: "DataConfig", part: str) -> SampleList:
     splits = load_json(splits_file, dict)  # a missing or broken file: a DataError naming it
     if split not in splits:
         raise ConfigError(f"data.{part}_split={split!r} is not a split of {splits_file}; it has {sorted(splits)}")
-    return read_scienceqa(root, split, use_captions=data.scienceqa_captions, on_error=data.on_bad_record)
+    return read_scienceqa(root, split, use_captions=data.scienceqa_captions, on_error=data.on_bad_record,
+                          allow_outside_images=data.allow_outside_images)
 
 
 TRAINING_READERS: dict[str, tuple[Callable[["DataConfig", str], SampleList], tuple[str, ...]]] = {

@@ -1,10 +1,12 @@
 """VQAv2: the official questions JSON (``v2_OpenEnded_mscoco_val2014_questions.json``) and
-annotations JSON (``v2_mscoco_val2014_annotations.json``). One :class:`Sample` per question."""
+annotations JSON (``v2_mscoco_val2014_annotations.json``). One :class:`Sample` per question, its
+:attr:`Sample.position` the question's index in the questions file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from vlbridge.data.image_paths import OPTION, leaves_folder
 from vlbridge.data.sample import IMAGE_PLACEHOLDER, Sample, Turn
 from vlbridge.datasets.json_io import load_json, require
 from vlbridge.errors import ConfigError, DataError
@@ -77,13 +79,14 @@ def _check_same_ids(questions: dict, annotations: dict, questions_file: object, 
 
 def read_vqav2(questions_file: str | Path, annotations_file: str | Path | None = None,
                image_dir: str | Path | None = None, image_prefix: str = "COCO_val2014_",
-               image_pattern: str | None = None) -> list[Sample]:
+               image_pattern: str | None = None, allow_outside_images: bool = False) -> list[Sample]:
     """Samples of VQAv2 (the test split has no annotations: prompt-only samples then).
 
     ``image`` is ``image_dir/{image_prefix}{image_id:012d}.jpg`` (the COCO file naming) when
     ``image_dir`` is given, or ``image_dir/image_pattern.format(image_id=...)`` with ``image_pattern``
     (e.g. ``shapes_{image_id:06d}.png``, which the Shapes export records in its manifest). The
-    assistant turn is the annotators' ``multiple_choice_answer``.
+    assistant turn is the annotators' ``multiple_choice_answer``. A pattern whose file names leave ``image_dir``
+    (absolute, or ``../``) is refused unless ``allow_outside_images`` (:mod:`vlbridge.data.image_paths`).
     """
     if image_pattern is None:
         image_pattern = image_prefix.replace("{", "{{").replace("}", "}}") + "{image_id:012d}.jpg"
@@ -94,13 +97,16 @@ def read_vqav2(questions_file: str | Path, annotations_file: str | Path | None =
     if not distinct:  # a pattern without {image_id} would give every question the same image
         raise ConfigError(f"image file pattern {image_pattern!r} must contain {{image_id}} (and no other field), "
                           f"e.g. 'COCO_val2014_{{image_id:012d}}.jpg'")
+    if not allow_outside_images and leaves_folder(image_pattern.format(image_id=0)):
+        raise ConfigError(f"image file pattern {image_pattern!r} leaves the image folder (an absolute path, or one "
+                          f"climbing out with '..'); allow it with {OPTION} (reader argument allow_outside_images=True)")
     questions = load_vqav2_questions(questions_file)
     annotations = load_vqav2_annotations(annotations_file) if annotations_file is not None else None
     if annotations is not None:
         _check_same_ids(questions, annotations, questions_file, annotations_file)
     root = Path(image_dir) if image_dir is not None else None
     samples = []
-    for qid, q in questions.items():
+    for position, (qid, q) in enumerate(questions.items()):
         turns = [Turn("user", f"{IMAGE_PLACEHOLDER}\n{q['question']}\n{SHORT_ANSWER_INSTRUCTION}")]
         meta = {"task": "short", "question_id": qid, "image_id": q["image_id"], "question": q["question"]}
         if annotations is not None:
@@ -108,5 +114,6 @@ def read_vqav2(questions_file: str | Path, annotations_file: str | Path | None =
             turns.append(Turn("assistant", ann["multiple_choice_answer"] or ann["answers"][0]))
             meta.update(answers=ann["answers"], question_type=ann["question_type"], answer_type=ann["answer_type"])
         image = root / image_pattern.format(image_id=q["image_id"]) if root else None
-        samples.append(Sample(id=str(qid), turns=tuple(turns), image=image, source=str(questions_file), meta=meta))
+        samples.append(Sample(id=str(qid), turns=tuple(turns), image=image, source=str(questions_file), meta=meta,
+                              position=position))
     return samples

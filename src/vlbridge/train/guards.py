@@ -2,8 +2,10 @@
 
 - :class:`BadRecords`: under ``data.on_bad_record=skip`` a record that cannot be read, tokenized or
   whose image cannot be decoded is left out where it is met (reading, encoding images, a batch) and
-  remembered; the run reports how many and which at the end. Under ``raise`` the first one stops the
-  run with an error naming it. A record is identified by the :class:`DataError` that names it.
+  remembered; the run reports how many and which at the end (file, position, id, stage, reason). Under
+  ``raise`` the first one stops the run with an error naming it. A record is the one a :class:`DataError`
+  names, and it is told apart from others by its file and position, never by its id alone: records may
+  share an id, and a good one must not be left out with a bad one.
 - :func:`nonfinite_message` / :class:`NonFiniteError`: a NaN or infinite loss or gradient norm stops
   the run (``train.on_nonfinite=stop``) or skips that update (``skip``); either way the message names
   the step and the samples of the batch.
@@ -25,8 +27,15 @@ class NonFiniteError(VLBridgeError):
     """A loss or gradient norm was NaN or infinite and ``train.on_nonfinite`` is ``stop``."""
 
 
+def record_key(file: str, position: int | str | None, record_id: str | None) -> str:
+    """What tells one record from every other: its file and position (``train.json#3``). Records that share an
+    id stay apart; a sample not read from a file (no position) falls back to its id."""
+    return f"{file}#{position}" if position is not None else f"{file}:{record_id}"
+
+
 class BadRecords:
-    """The records left out of a run, each once: ``{"record", "stage", "message"}`` in order met."""
+    """The records left out of a run, each once, in order met, as
+    ``{"record": key, "file", "position", "id", "stage", "reason"}`` (``record`` is :func:`record_key`)."""
 
     def __init__(self, policy: str):
         if policy not in BAD_RECORD_POLICIES:
@@ -35,22 +44,28 @@ class BadRecords:
         self.entries: list[dict] = []
         self._seen: set[str] = set()
 
-    def add(self, record: str, stage: str, message: str) -> None:
-        if record not in self._seen:
-            self._seen.add(record)
-            self.entries.append({"record": record, "stage": stage, "message": message})
+    def add(self, *, file: str, position: int | str | None, id: str | None, stage: str, reason: str) -> None:
+        key = record_key(file, position, id)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.entries.append({"record": key, "file": file, "position": position, "id": id, "stage": stage,
+                                 "reason": reason})
+
+    def add_sample(self, sample: Sample, stage: str, reason: str) -> None:
+        self.add(file=sample.source, position=sample.position, id=sample.id, stage=stage, reason=reason)
 
     def add_skipped_on_read(self, split: str, skipped) -> None:
-        """Records the LLaVA reader left out (:class:`vlbridge.data.llava_json.SkippedRecord`)."""
+        """Records a reader left out (:class:`vlbridge.data.llava_json.SkippedRecord`)."""
         for s in skipped:
-            self.add(s.id if s.id is not None else f"{split}#{s.index}", f"read {split}", s.message)
+            self.add(file=s.file or split, position=s.where, id=s.id, stage=f"read {split}", reason=s.message)
 
     def keep_going(self, fn: Callable[[list[Sample]], object], samples: Sequence[Sample], stage: str):
         """``fn(samples)``, leaving out (under ``skip``) each record a :class:`DataError` names, until it
         succeeds. Returns ``(result, samples kept)``; ``(None, [])`` when every sample was bad.
 
-        When an error does not name one of ``samples`` (a lower layer that only knows an image path),
-        each sample is tried alone to find the culprit(s)."""
+        An error names a record by its id (and file). When no sample, or more than one, fits that name (a lower
+        layer that only knows an image path; records sharing an id), each candidate is tried alone to find the
+        culprit(s): only records that fail themselves are left out."""
         samples = list(samples)
         while samples:
             try:
@@ -58,14 +73,17 @@ class BadRecords:
             except DataError as error:
                 if self.policy == "raise":
                     raise
-                bad = {id(s): str(error) for s in samples if s.id == error.record}
-                if not bad:
-                    bad = {id(s): message for s in samples if (message := self._fails(fn, s)) is not None}
+                named = [s for s in samples if s.id == error.record
+                         and (error.file is None or not s.source or str(error.file) == s.source)]
+                if len(named) == 1:
+                    bad = {id(named[0]): str(error)}
+                else:
+                    bad = {id(s): message for s in (named or samples) if (message := self._fails(fn, s)) is not None}
                     if not bad:
                         raise  # no single record reproduces it: not a bad record
                 for s in samples:
                     if id(s) in bad:
-                        self.add(s.id, stage, bad[id(s)])
+                        self.add_sample(s, stage, bad[id(s)])
                 samples = [s for s in samples if id(s) not in bad]
         return None, []
 
@@ -82,16 +100,26 @@ class BadRecords:
 
     def load_state_dict(self, entries: list[dict]) -> None:
         for entry in entries:
-            self.add(entry["record"], entry["stage"], entry["message"])
+            if "reason" in entry:
+                self.add(file=entry["file"], position=entry["position"], id=entry["id"], stage=entry["stage"],
+                         reason=entry["reason"])
+            else:  # a checkpoint written before records were told apart by file and position: keyed by id
+                self._seen.add(entry["record"])
+                self.entries.append({"record": entry["record"], "file": None, "position": None, "id": entry["record"],
+                                     "stage": entry["stage"], "reason": entry["message"]})
 
     def summary(self) -> str:
         return self.summarise(self.entries)
 
     @staticmethod
     def summarise(entries: list[dict], shown: int = 20) -> str:
-        ids = [e["record"] for e in entries]
-        more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
-        return f"skipped {len(ids)} bad record(s) (data.on_bad_record=skip): {ids[:shown]}{more}"
+        """How many records were left out and, one line each (the first ``shown``), which and why."""
+        lines = [f"skipped {len(entries)} bad record(s) (data.on_bad_record=skip):"]
+        for e in entries[:shown]:
+            lines.append(f"  {e['file']} position {e['position']}, id {e['id']!r} ({e['stage']}): {e['reason']}")
+        if len(entries) > shown:
+            lines.append(f"  and {len(entries) - shown} more")
+        return "\n".join(lines)
 
 
 def is_finite(*values: float) -> bool:

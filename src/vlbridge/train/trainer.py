@@ -28,6 +28,7 @@ from tqdm import tqdm
 from vlbridge.build import Built, build_model
 from vlbridge.runs import image_loader, seed_everything
 from vlbridge.data.llava_json import write_json_atomic
+from vlbridge.datasets.duplicate_ids import describe_duplicates, find_duplicate_ids
 from vlbridge.datasets.training_sets import check_data_format, describe, read_training_set
 from vlbridge.errors import ConfigError, DataError
 from vlbridge.eval.generate_answers import GenerationSettings, batched
@@ -179,6 +180,8 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     bad.add_skipped_on_read("val", val_set.skipped)
     if bad.entries:
         log(f"reading: {bad.summary()}")
+    if duplicates := find_duplicate_ids({"train": train_set, "val": val_set}):  # a warning: no record is lost
+        log(f"warning: {describe_duplicates(duplicates)}")
     if len(train_set) < cfg.batch_size * world:
         raise ConfigError(f"{describe(data, 'train')} has {len(train_set)} samples, fewer than "
                           f"train.batch_size={cfg.batch_size} x {world} processes")
@@ -328,7 +331,7 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
         if skipped:
             write_json_atomic(skipped, out / "skipped_records.json", indent=1)
     if skipped:
-        log(f"{BadRecords.summarise(skipped)}; details in {out / 'skipped_records.json'}")
+        log(f"{BadRecords.summarise(skipped)}\n  details in {out / 'skipped_records.json'}")
     accelerator.wait_for_everyone()
     wall = time.perf_counter() - started
     return {"history": history, "val": scores, "wall_seconds": wall, "built": built, "parameter_counts": counts,
