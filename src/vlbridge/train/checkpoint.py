@@ -360,7 +360,12 @@ def initialise_from(model, folder: str | Path, log=print, allow_unidentified: bo
     A name found in both with another shape, or another vision encoder than the one the tensors were trained on,
     is an error. Returns what was done: the checkpoint, ``loaded`` (names), ``not_in_checkpoint`` (this model's
     trainable tensors that keep their initialisation) and ``not_in_model`` (the checkpoint's tensors that this
-    model has not, such as stage-1 heads); all three are logged."""
+    model has not, such as stage-1 heads); all three are logged. ``hf:DIR`` names a Hugging Face LLaVA folder
+    instead, whose projector is loaded (:mod:`vlbridge.export.hf_import`)."""
+    if str(folder).startswith("hf:"):
+        from vlbridge.export.hf_import import initialise_from_hf
+
+        return initialise_from_hf(model, str(folder)[len("hf:"):], log)
     source = resolve_checkpoint(folder)
     meta = read_meta(source)
     check_identity(meta, source, allow_unidentified)
