@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -157,4 +158,8 @@ def run(args) -> int:
                "settings": {k: v for k, v in vars(args).items() if k != "run"}}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     print(f"\nDone in {wall / 60:.1f} min; summary in {out / 'summary.json'}")
+    if rows:
+        serve = ["vlbridge", "serve", *(a for r in rows for a in ("--run", str(out / "runs" / r["bridge"])))]
+        print("\nAsk the trained runs about your own images in a browser, answers side by side (inside the "
+              f"environment: source .venv/bin/activate):\n   {shlex.join(serve)}\n   then open http://127.0.0.1:7860")
     return 0
