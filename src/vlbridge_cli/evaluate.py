@@ -8,10 +8,13 @@
     vlbridge eval --run RUN --task multiple-choice --scienceqa ScienceQA/ --choose-by likelihood
     vlbridge eval --run RUN --task retrieval --karpathy dataset_coco.json --split test --images COCO_ROOT/
 
-The report (``--out``, default ``RUN/eval-<task>-<data>.json``) holds the scores, every prediction, the
-prompt, the generation settings, the data files, the model's identity and the metric version; captions
-and VQA answers are also written in the official result format (``<report>.results.json``).
-Prompts and defaults per task: docs/evaluation.md.
+The report (``--out``, default ``RUN/eval-<task>-<data>.json``) holds the scores (with accuracy per question
+and answer type where the data has them), every prediction, the prompt, the generation settings, the data
+files, the model's identity and the metric version; captions and VQA answers (also the short answers of a
+LLaVA JSON file) are also written in the official result format (``<report>.results.json``). A run is asked
+with the prompt it was trained with unless ``--prompt`` or ``--task-prompt`` says otherwise; bad records raise
+or are skipped and listed as the recipe's ``data.on_bad_record`` says. Prompts and defaults per task:
+docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ CHOOSE_BY = ("generation", "likelihood", "likelihood-mean")
 # The data options each task reads; one given to a task that does not read it is an error, never ignored.
 TASK_OPTIONS: dict[str | None, tuple[str, ...]] = {
     None: ("data", "images", "max_new_tokens", "choose_by"),
-    "caption": ("coco", "karpathy", "split", "images", "prompt", "max_new_tokens"),
-    "vqa": ("questions", "annotations", "images", "image_pattern", "vqa_version", "prompt", "max_new_tokens"),
-    "multiple-choice": ("scienceqa", "split", "scienceqa_captions", "answer_convention", "prompt",
+    "caption": ("coco", "karpathy", "split", "images", "prompt", "task_prompt", "max_new_tokens"),
+    "vqa": ("questions", "annotations", "images", "image_pattern", "vqa_version", "prompt", "task_prompt",
+            "max_new_tokens"),
+    "multiple-choice": ("scienceqa", "split", "scienceqa_captions", "answer_convention", "prompt", "task_prompt",
                         "max_new_tokens", "choose_by"),
     "retrieval": ("coco", "karpathy", "split", "images"),
 }
@@ -83,9 +87,14 @@ def add_arguments(parser) -> None:
                              "generate, then parse the option's letter), likelihood (score each option's text as "
                              "the answer, choose the most likely: summed log-probability) or likelihood-mean (per "
                              "answer token)")
-    parser.add_argument("--prompt", metavar="TEMPLATE",
-                        help="replace the task's prompt template (fields in {braces}: vqa {question}; "
-                             "multiple-choice {question} {context} {options}); recorded in the report")
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", metavar="TEMPLATE",
+                        help="the prompt template (fields in {braces}: vqa {question}; multiple-choice {question} "
+                             "{context} {options}); default: the one the run was trained with, as its checkpoint "
+                             "records it, else the task's standard prompt; recorded in the report")
+    prompt.add_argument("--task-prompt", action="store_true",
+                        help="use the task's standard prompt (docs/evaluation.md), not the one the run was trained "
+                             "with (e.g. vqa appends 'Answer the question using a single word or phrase.')")
     parser.add_argument("--max-new-tokens", type=int, metavar="N",
                         help="generation length (default: the task's: caption 30, vqa 10, multiple-choice 10; "
                              "--data: the recipe's eval.max_new_tokens)")
@@ -94,7 +103,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default=None, metavar="FILE",
                         help="report JSON (default: RUN/eval-<task>-<data>.json)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe key, e.g. --set eval.batch_size=32")
+                        help="override a recipe key, e.g. --set eval.batch_size=32 or --set data.on_bad_record=skip "
+                             "(bad records: raise, the default, or skip them and list them in the report)")
+    parser.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
+
+
+THREADS_HELP = ("torch threads (the recipe's train.threads; default 0 = all cores). With another CPU-bound job on "
+                "the machine, all cores can make the work several times slower (a 1.2 s training step took 8-27 s): "
+                "give fewer threads then, e.g. half the cores")
 
 
 def _flag(name: str) -> str:
@@ -113,6 +129,8 @@ def check_options(args) -> None:
                           f"it reads {', '.join(map(_flag, allowed))}")
     if args.limit < 0:
         raise ConfigError(f"--limit must be >= 0, got {args.limit}")
+    if args.threads is not None and args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0 = all cores), got {args.threads}")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if args.task == "multiple-choice" and args.choose_by not in (None, "generation"):
@@ -148,13 +166,14 @@ def _caption_data(args):
     return samples, record, f"{Path(args.karpathy).stem}-{split}"
 
 
-def load_data(args):
-    """(samples, data record for the report, name for the default report file)."""
+def load_data(args, on_bad_record: str = "raise"):
+    """(samples, data record for the report, name for the default report file); the readers that can skip a bad
+    record (LLaVA JSON, ScienceQA) do so under ``on_bad_record="skip"`` and list it in the samples' ``skipped``."""
     if args.task is None:
         from vlbridge.data.llava_json import read_llava_json
 
         _need(args, "data")
-        samples = read_llava_json(args.data, image_root=args.images)
+        samples = read_llava_json(args.data, image_root=args.images, on_error=on_bad_record)
         return samples, {"data": args.data, "images": args.images}, Path(args.data).stem
     if args.task in ("caption", "retrieval"):
         return _caption_data(args)
@@ -170,9 +189,27 @@ def load_data(args):
 
     _need(args, "scienceqa")
     split = args.split or "test"
-    samples = read_scienceqa(args.scienceqa, split, use_captions=args.scienceqa_captions)
+    samples = read_scienceqa(args.scienceqa, split, use_captions=args.scienceqa_captions, on_error=on_bad_record)
     record = {"scienceqa": args.scienceqa, "split": split, "captions": args.scienceqa_captions}
     return samples, record, f"{Path(args.scienceqa).resolve().name}-{split}"
+
+
+def overrides(args) -> list[str]:
+    """``--set`` items, and ``--threads`` as the recipe key it is."""
+    return [*args.overrides, *([f"train.threads={args.threads}"] if args.threads is not None else [])]
+
+
+def load_recipe_and_meta(args):
+    """(recipe, checkpoint meta) of --run (its checkpoint's) or --recipe (no meta), before any model is built."""
+    from vlbridge.recipe import load_recipe
+    from vlbridge.train.checkpoint import RECIPE, read_meta, resolve_checkpoint
+
+    if args.run_dir is None:
+        return load_recipe(args.recipe, overrides(args)), {}
+    folder = resolve_checkpoint(args.run_dir)
+    if not (folder / RECIPE).is_file():
+        raise ConfigError(f"{folder} is not a run or checkpoint folder ({RECIPE} missing)")
+    return load_recipe(folder / RECIPE, overrides(args)), read_meta(folder)
 
 
 def load_model(args):
@@ -182,7 +219,7 @@ def load_model(args):
     from vlbridge.eval.report import model_description
     from vlbridge.runs import load_model as load
 
-    built, recipe = load(args.run_dir, args.recipe, args.overrides)  # untrained from a recipe: its seed's bridge
+    built, recipe = load(args.run_dir, args.recipe, overrides(args))  # untrained from a recipe: its seed's bridge
     if recipe.train.threads > 0:
         torch.set_num_threads(recipe.train.threads)
     return built, recipe, model_description(built, recipe, run=args.run_dir, recipe_file=args.recipe)
@@ -248,8 +285,17 @@ def _retrieve(built, recipe, samples):
     return result
 
 
+def screen(built, recipe, samples, bad, stage: str) -> list:
+    """The samples whose images load and whose prompts encode, the others left out and recorded in ``bad``
+    (``data.on_bad_record=skip``): checked before generation, so a bad record never stops it halfway."""
+    from vlbridge.eval.generate_answers import batched
+
+    _, collator = _collators(built, recipe)
+    return [s for chunk in batched(samples, recipe.eval.batch_size) for s in bad.keep_going(collator, chunk, stage)[1]]
+
+
 def summary(result) -> dict:
-    """The headline numbers printed to the terminal (the report has everything)."""
+    """The headline numbers printed to the terminal (the report has everything; per-type tables: :func:`tables`)."""
     s = result.scores
     if result.task == "vqa":
         headline = {k: s[k] for k in ("overall", "per_answer_type", "num_questions")}
@@ -257,30 +303,57 @@ def summary(result) -> dict:
     if result.task == "multiple-choice":
         return {"accuracy": s["accuracy_rounded"], "num_unparsed": s["num_unparsed"],
                 "chosen_by": result.metric["chosen_by"]}
+    if result.task == "data":
+        return {task: {k: v for k, v in scores.items() if k != "by_type"} for task, scores in s.items()}
     return s
+
+
+def tables(result) -> str:
+    """Accuracy per question and answer type as compact tables (empty when the data has no types)."""
+    from vlbridge.eval.by_type import format_breakdown
+
+    title = "by type (percent ± standard error)"
+    if result.task == "data":
+        parts = [format_breakdown(scores["by_type"], f"{title}, {task} questions:")
+                 for task, scores in result.scores.items() if scores.get("by_type")]
+        return "\n".join(parts)
+    return format_breakdown(result.scores.get("by_type") or {}, f"{title}:")
 
 
 def run(args) -> int:
     from vlbridge.eval.generate_answers import GenerationSettings
-    from vlbridge.eval.llava_data import evaluate_llava_samples
-    from vlbridge.eval.report import build_report, write_report
-    from vlbridge.eval.task_prompts import check_template
+    from vlbridge.eval.llava_data import PER_SAMPLE_PROMPT, evaluate_llava_samples
+    from vlbridge.eval.report import build_report, check_writable, write_report
     from vlbridge.eval.tasks import get_task
+    from vlbridge.eval.training_prompts import META_KEY, choose_prompt
+    from vlbridge.train.guards import BadRecords
 
     check_options(args)
     task = get_task(args.task) if args.task else None
-    if args.prompt is not None:
-        check_template(args.task, args.prompt)
-    samples, data, name = load_data(args)
+    recipe, meta = load_recipe_and_meta(args)
+    bad = BadRecords(recipe.data.on_bad_record)  # as training: raise, or skip and list
+    template, prompt_source = None, None
+    if args.task in ("caption", "vqa", "multiple-choice"):
+        template, prompt_source = choose_prompt(args.task, args.prompt, meta.get(META_KEY, {}), args.task_prompt)
+    samples, data, name = load_data(args, bad.policy)
+    bad.add_skipped_on_read("data", getattr(samples, "skipped", []))
     samples = list(samples[: args.limit] if args.limit else samples)
-    built, recipe, model = load_model(args)
-
     choose_by = args.choose_by or "generation"
+    stem = f"eval-{args.task}-{name}" if args.task else f"eval-{name}"
+    stem += f"-{choose_by}" if choose_by != "generation" else ""
+    out = Path(args.out or Path(args.run_dir or recipe.train.output_dir) / f"{stem}.json")
+    check_writable(out)  # before the work, so results are never computed and then lost
+    print(f"prompt ({prompt_source}): {template!r}" if template is not None else
+          f"prompt: {PER_SAMPLE_PROMPT}" if task is None else "prompt: none (retrieval embeds the captions)")
+    built, recipe, model = load_model(args)
+    if bad.policy == "skip":
+        samples = screen(built, recipe, samples, bad, "evaluation")
+
     choose = _chooser(built, recipe, choose_by) if choose_by != "generation" else None
     if args.task == "retrieval":
         result, generation = _retrieve(built, recipe, samples), None
     elif args.task == "multiple-choice" and choose is not None:
-        result, generation = task.evaluate(None, samples, args.prompt, choose=choose, chosen_by=choose_by), None
+        result, generation = task.evaluate(None, samples, template, choose=choose, chosen_by=choose_by), None
     else:
         e = recipe.eval
         max_new_tokens = args.max_new_tokens or (task.max_new_tokens if task else e.max_new_tokens)
@@ -290,16 +363,19 @@ def run(args) -> int:
         if task is None:
             result = evaluate_llava_samples(answer, samples, choose=choose, chosen_by=choose_by)
         elif args.task == "vqa":
-            result = task.evaluate(answer, samples, args.prompt, version=args.vqa_version or "current")
+            result = task.evaluate(answer, samples, template, version=args.vqa_version or "current")
         elif args.task == "multiple-choice":
-            result = task.evaluate(answer, samples, args.prompt, convention=args.answer_convention or "auto")
+            result = task.evaluate(answer, samples, template, convention=args.answer_convention or "auto")
         else:
-            result = task.evaluate(answer, samples, args.prompt)
+            result = task.evaluate(answer, samples, template)
 
-    stem = (f"eval-{args.task}-{name}" if args.task else f"eval-{name}") + (f"-{choose_by}" if choose else "")
-    out = Path(args.out or Path(args.run_dir or recipe.train.output_dir) / f"{stem}.json")
-    report = build_report(result, data=data, model=model, generation=generation, limit=args.limit)
+    report = build_report(result, data=data, model=model, generation=generation, limit=args.limit,
+                          prompt_source=prompt_source, skipped_records=bad.entries)
     results_file = write_report(report, result, out)
     print(json.dumps(summary(result), indent=1))
+    if table := tables(result):
+        print(table)
+    if bad.entries:
+        print(f"{bad.summary()}; listed in the report (skipped_records)")
     print(f"wrote {out}" + (f" and {results_file}" if results_file else ""))
     return 0

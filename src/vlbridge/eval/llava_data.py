@@ -7,6 +7,11 @@
   instead of generating (their answer turn, such as an option's text, is ignored);
 - ``caption``: BLEU-1..4 and CIDEr-D over the file's caption samples (references in ``meta["answers"]``,
   else the sample's answer), keyed by sample id.
+
+``short`` and ``mc`` scores also hold ``by_type``: accuracy per question and answer type with counts and
+standard errors, when the samples carry the types (:mod:`vlbridge.eval.by_type`; the Shapes files do). The
+short answers are also given in the official VQA result format (``[{"question_id", "answer"}]``), each under
+its ``meta["question_id"]`` when it has one (VQAv2-derived records), else under its record id.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Sequence
 
 from vlbridge.data.sample import Sample
 from vlbridge.errors import DataError
+from vlbridge.eval.by_type import breakdown, by_task
 from vlbridge.eval.result import Answer, Choose, TaskResult, answer_all, choose_all, require_images, require_items
 from vlbridge.eval.scoring import require_choices, score_predictions
 from vlbridge.metrics.caption import caption_scores
@@ -32,16 +38,16 @@ def evaluate_llava_samples(answer: Answer, samples: Sequence[Sample], choose: Ch
     """Generate an answer to every sample's own prompt (with ``choose``: every sample but the ``mc`` ones, whose
     option ``choose`` picks; ``chosen_by`` names how, for the report) and score each task present in the file."""
     require_items(samples, "samples")
-    by_task: dict[str, list[int]] = {}
+    tasks: dict[str, list[int]] = {}
     for i, s in enumerate(samples):
         task = s.meta.get("task", "short")
         if task not in SAMPLE_TASKS:
             raise DataError(f"unknown task {task!r}; valid: {list(SAMPLE_TASKS)}", file=s.source or None,
                             record=s.id, field="meta.task")
-        by_task.setdefault(task, []).append(i)
+        tasks.setdefault(task, []).append(i)
     require_images([s for s in samples if s.image is not None])
-    by_choice = by_task.pop("mc", []) if choose is not None else []
-    generated = sorted(i for indices in by_task.values() for i in indices)
+    by_choice = tasks.pop("mc", []) if choose is not None else []
+    generated = sorted(i for indices in tasks.values() for i in indices)
     predictions: list[str] = [""] * len(samples)
     for i, text in zip(generated, answer_all(answer, [samples[i] for i in generated]) if generated else []):
         predictions[i] = text
@@ -55,7 +61,10 @@ def evaluate_llava_samples(answer: Answer, samples: Sequence[Sample], choose: Ch
             predictions[i] = str(samples[i].meta["choices"][option])
         right = [float(o == s.meta["answer_index"]) for s, o in zip(picked, options)]
         scores["mc"] = {"accuracy": 100 * sum(right) / len(right), "unparsed": 0.0, "count": len(right)}
-    for task, indices in by_task.items():
+        typed = breakdown([s.meta for s in picked], [{"accuracy": r} for r in right])
+        if typed:
+            scores["mc"]["by_type"] = typed
+    for task, indices in tasks.items():
         chosen = [samples[i] for i in indices]
         if task == "caption":
             seen: set[str] = set()
@@ -67,7 +76,11 @@ def evaluate_llava_samples(answer: Answer, samples: Sequence[Sample], choose: Ch
                                     {samples[i].id: predictions[i] for i in indices}, source=chosen[0].source)
             scores[task] = {**scored["corpus"], "count": scored["num_images"]}
         else:
-            scores[task] = score_predictions(chosen, [predictions[i] for i in indices])
+            answers = [predictions[i] for i in indices]
+            scores[task] = score_predictions(chosen, answers)
+            typed = by_task(chosen, answers).get(task)
+            if typed:
+                scores[task]["by_type"] = typed
     items = [{"id": s.id, "task": s.meta.get("task", "short"), "prediction": p, "answers": _references(s)}
              for s, p in zip(samples, predictions)]
     return TaskResult(
@@ -80,4 +93,14 @@ def evaluate_llava_samples(answer: Answer, samples: Sequence[Sample], choose: Ch
                 "caption": "COCO caption toolkit BLEU-1..4, CIDEr-D", "scale": "percent (caption: toolkit)"},
         scores=scores,
         predictions=items,
+        **_official_answers(samples, predictions, tasks.get("short", [])),
     )
+
+
+def _official_answers(samples: Sequence[Sample], predictions: list[str], short: list[int]) -> dict:
+    """The short answers for the official VQA result file, keyed by question id (or record id); none when there
+    are no short answers or an id repeats (the format has one answer per question)."""
+    official = {samples[i].meta.get("question_id", samples[i].id): predictions[i] for i in short}
+    if not official or len(official) < len(short):
+        return {}
+    return {"official_format": "vqa", "official": official}

@@ -4,19 +4,28 @@ Input samples are what :func:`vlbridge.datasets.vqav2.read_vqav2` gives with an 
 ``meta["question_id"]``, ``meta["question"]``, the 10 human answers in ``meta["answers"]`` and the
 official question and answer types. The answer is scored exactly as generated (stripped): the official
 "current" code does not normalise at all when the 10 human answers agree, so ``Yes`` scores 0 against
-ten ``yes`` there (see :mod:`vlbridge.metrics.vqa`).
+ten ``yes`` there (see :mod:`vlbridge.metrics.vqa`). Beside the official per-type numbers, ``scores["by_type"]``
+gives each question and answer type's count and standard error (:mod:`vlbridge.eval.by_type`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from vlbridge.data.sample import Sample
 from vlbridge.errors import ConfigError, DataError
+from vlbridge.eval.by_type import breakdown
 from vlbridge.eval.result import (Answer, TaskResult, answer_all, prompt_only, require_images, require_items,
                                   require_meta)
 from vlbridge.eval.task_prompts import check_template, render_prompt
-from vlbridge.metrics.vqa import VQA_EVAL_VERSIONS, VQAQuestion, vqa_scores
+from vlbridge.metrics.vqa import VQA_EVAL_VERSIONS, VQAQuestion, VQAScores, vqa_scores
+
+
+def vqa_breakdown(scores: VQAScores, truth: Mapping[object, VQAQuestion]) -> dict:
+    """The official per-type means (question and answer type as annotated, "" when not) with counts and
+    standard errors (:func:`vlbridge.eval.by_type.breakdown`)."""
+    labels = [{"question_type": q.question_type, "answer_type": q.answer_type} for q in truth.values()]
+    return breakdown(labels, [{"vqa_accuracy": scores.per_question_unrounded[qid] / 100} for qid in truth])
 
 
 def evaluate_vqa(answer: Answer, samples: Sequence[Sample], template: str | None = None,
@@ -43,8 +52,10 @@ def evaluate_vqa(answer: Answer, samples: Sequence[Sample], template: str | None
     prompts = [prompt_only(s, render_prompt("vqa", template, has_image=True, question=s.meta["question"]))
                for s in samples]
     predictions = dict(zip(truth, answer_all(answer, prompts)))
-    scored = vqa_scores(predictions, truth, version).to_dict()
+    official = vqa_scores(predictions, truth, version)
+    scored = official.to_dict()
     per_question = scored.pop("per_question")
+    scored["by_type"] = vqa_breakdown(official, truth)
     items = [{"question_id": qid, "image_id": s.meta.get("image_id"), "question": s.meta["question"],
               "prediction": predictions[qid], "answers": list(truth[qid].answers),
               "accuracy": per_question[str(qid)]} for qid, s in zip(truth, samples)]

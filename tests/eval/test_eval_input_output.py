@@ -1,0 +1,107 @@
+"""`vlbridge eval` on bad records (data.on_bad_record, as training), an --out it cannot write (refused before
+any work), the official results file of a LLaVA JSON file's short answers, and --threads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from vlbridge.data.llava_json import read_llava_json, write_llava_json
+from vlbridge.datasets.results import read_vqa_results
+from vlbridge.datasets.vqav2 import read_vqav2
+from vlbridge_cli import evaluate
+from vlbridge_cli.main import main
+
+
+@pytest.fixture
+def bad_file(shapes, tmp_path):
+    """Five Shapes short-answer records: the second malformed, the third's image missing, the fourth's image not an
+    image."""
+    records = json.loads((shapes / "train_short.json").read_text())[:5]
+    (tmp_path / "images").mkdir()
+    for record in records:
+        shutil.copy(shapes / record["image"], tmp_path / record["image"])
+    del records[1]["conversations"]
+    records[2]["image"] = "images/missing.png"
+    (tmp_path / "images" / "broken.png").write_bytes(b"not a png at all")
+    records[3]["image"] = "images/broken.png"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(records))
+    return path, [r["id"] for r in records]
+
+
+def test_bad_records_are_skipped_and_listed_under_skip(bad_file, recipe_file, tmp_path, capsys):
+    path, ids = bad_file
+    out = tmp_path / "report.json"
+    assert main(["eval", "--recipe", str(recipe_file), "--data", str(path), "--set", "data.on_bad_record=skip",
+                 "--max-new-tokens", "2", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert sorted(e.get("id", e["record"]) for e in report["skipped_records"]) == ids[1:4]
+    assert [p["id"] for p in report["predictions"]] == [ids[0], ids[4]]
+    assert report["scores"]["short"]["count"] == 2
+    assert "skipped 3 bad record(s)" in capsys.readouterr().out
+
+
+def test_a_bad_record_raises_by_default_and_a_bad_policy_is_refused(bad_file, recipe_file, tmp_path, capsys,
+                                                                      monkeypatch):
+    path, ids = bad_file
+    monkeypatch.setattr(evaluate, "load_model", lambda args: pytest.fail("the model must not be built"))
+    argv = ["eval", "--recipe", str(recipe_file), "--data", str(path), "--out", str(tmp_path / "report.json")]
+    assert main(argv) == 2
+    assert f"record '{ids[1]}'" in capsys.readouterr().err
+    assert main([*argv, "--set", "data.on_bad_record=bogus"]) == 2
+    assert "data.on_bad_record='bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_folder"])
+def test_an_out_it_cannot_write_is_refused_before_any_work(where, shapes, recipe_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(evaluate, "load_model", lambda args: pytest.fail("the model must not be built"))
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "a_file" / "report.json" if where == "under_a_file" else tmp_path
+    assert main(["eval", "--recipe", str(recipe_file), "--data", str(shapes / "train_short.json"),
+                 "--out", str(out)]) == 2
+    assert f"cannot write the report to {out}" in capsys.readouterr().err
+
+
+def test_a_llava_file_gets_an_official_results_file_that_vlbridge_score_reads(shapes, manifest, run_dir, tmp_path):
+    # records with a VQA question id (here: the Shapes VQAv2 questions as LLaVA JSON) keep it
+    files = manifest["files"]["vqav2"]
+    questions, annotations = shapes / files["questions"]["train"], shapes / files["annotations"]["train"]
+    samples = read_vqav2(questions, annotations, image_dir=shapes / "images", image_pattern=files["image_file_pattern"])
+    data = tmp_path / "vqa_as_llava.json"
+    write_llava_json(samples, data, image_root=shapes)
+    out = tmp_path / "report.json"
+    assert main(["eval", "--run", str(run_dir), "--data", str(data), "--images", str(shapes),
+                 "--max-new-tokens", "2", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["results_file"] == "report.results.json" and report["results_format"] == "vqa"
+    answers = read_vqa_results(tmp_path / "report.results.json")
+    assert answers == {s.meta["question_id"]: p["prediction"] for s, p in zip(samples, report["predictions"])}
+    assert main(["score", "--task", "vqa", "--questions", str(questions), "--annotations", str(annotations),
+                 "--pred", str(tmp_path / "report.results.json")]) == 0
+    # records without one are listed under their record ids
+    assert main(["eval", "--run", str(run_dir), "--data", str(shapes / "train_short.json"), "--limit", "3",
+                 "--max-new-tokens", "2", "--out", str(out)]) == 0
+    written = json.loads((tmp_path / "report.results.json").read_text())
+    assert [r["question_id"] for r in written] == [s.id for s in read_llava_json(shapes / "train_short.json")[:3]]
+
+
+def test_threads_option_sets_torchs_threads(shapes, run_dir, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        assert main(["eval", "--run", str(run_dir), "--data", str(shapes / "train_short.json"), "--limit", "1",
+                     "--max-new-tokens", "1", "--threads", "1", "--out", str(tmp_path / "r.json")]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "demo"])
+def test_help_says_what_all_cores_cost_on_a_busy_machine(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--threads N" in text and "8-27 s" in text
