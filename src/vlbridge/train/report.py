@@ -25,6 +25,7 @@ from vlbridge.cost import saved_activation_bytes
 from vlbridge.data.sample import Sample
 from vlbridge.errors import DataError
 from vlbridge.flops import LMShape, count_flops
+from vlbridge.image_inputs import WithTeacher
 from vlbridge.text.tokenize import IGNORE
 from vlbridge.train.parameter_groups import format_counts
 
@@ -176,3 +177,18 @@ def format_report(report: dict) -> str:
         f"training FLOPs per step {_si(report['train_flops_per_step'], 'FLOP')} (forward + backward)",
         f"activation memory per micro-batch ~{report['activation_bytes_per_micro_batch'] / 2**20:.1f} MiB (estimate)",
     ])
+
+
+def precompute_message(images, count: int, seconds: float) -> str:
+    """What filling the frozen encoder's feature table for ``count`` images did: encoded them, or loaded their
+    features from the on-disk cache (a second run on the same images encodes none), or both."""
+    counted = images  # the loader whose images the progress bar counted (the teacher's when the student reads pixels)
+    if isinstance(images, WithTeacher):
+        counted = images.images if images.images.cached else images.teacher
+    cache = getattr(counted, "disk_cache", None)
+    loaded = min(cache.hits, count) if cache is not None else 0
+    if not loaded:
+        return f"encoded {count} images once in {seconds:.1f} s"
+    if loaded == count:
+        return f"loaded {count} cached features in {seconds:.1f} s (from {cache.folder})"
+    return f"loaded {loaded} cached features and encoded {count - loaded} images once in {seconds:.1f} s"

@@ -32,7 +32,9 @@ from vlbridge.datasets.duplicate_ids import describe_duplicates, find_duplicate_
 from vlbridge.datasets.training_sets import check_data_format, describe, read_training_set
 from vlbridge.errors import ConfigError, DataError
 from vlbridge.eval.generate_answers import GenerationSettings, batched
+from vlbridge.eval.by_type import by_task, format_by_task
 from vlbridge.eval.loss import validation_loss
+from vlbridge.eval.training_prompts import META_KEY as PROMPTS, training_prompts
 from vlbridge.train.checkpoint import (META, initialise_from, load_trained_weights, model_identity, read_meta,
                                        save_weights)
 from vlbridge.train.data_order import DataOrder, shard
@@ -41,8 +43,9 @@ from vlbridge.train.distributed import (OnDevice, full_parameters, gather, load_
 from vlbridge.train.guards import NONFINITE_POLICIES, BadRecords, NonFiniteError, is_finite, nonfinite_message
 from vlbridge.train.objectives import evaluate, get_objective  # noqa: F401 (evaluate: the lm objective's, public here)
 from vlbridge.recipe import Recipe, load_recipe, save_recipe
-from vlbridge.train.report import format_report
+from vlbridge.train.report import format_report, precompute_message
 from vlbridge.train.schedule import warmup_cosine
+from vlbridge.train.slowdown import SlowdownDetector
 from vlbridge.train.run_folder import describe as describe_files
 from vlbridge.train.run_folder import prepare_new_run, prepare_resumed_run, remove_run_files
 from vlbridge.train.state import (remove_partial, restore_rng, resumable_checkpoint, resume_conflicts,
@@ -194,7 +197,7 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
                       leave=False, disable=not main) as bar:
                 started = time.perf_counter()
                 bad.keep_going(lambda s: images.precompute(s, progress=bar.update), todo, "encoding images")
-                log(f"encoded {bar.n} images once in {time.perf_counter() - started:.1f} s")
+                log(precompute_message(images, bar.n, time.perf_counter() - started))
     train_collator, eval_collator = objective.collators(built, recipe, images)
     if bad.policy == "skip":  # evaluation must not meet a bad record halfway through generation
         val_subset = [s for chunk in batched(val_subset, recipe.eval.batch_size)
@@ -246,6 +249,7 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     # 6. steps
     scores, predictions, fallback = {}, [], None
     started = time.perf_counter()
+    slowdown = SlowdownDetector()  # warns when steps get far slower than the first ones (a busy CPU)
     wrapped.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="training", unit="step",
                disable=not main)
@@ -293,6 +297,8 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - t0
+        if warning := slowdown.observe(step + 1, seconds, torch.get_num_threads()):
+            log(warning)
         n_tokens, n_images = reduce(accelerator, [sum(int(b.attention_mask.sum()) for b in real),
                                                   sum(int(b.has_image.sum()) for b in real)])
         record = {"loss": loss_value, **dict(zip(terms, term_values)), "lr": scheduler.get_last_lr()[0],
@@ -311,8 +317,10 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
                     scores["loss"] = validation_loss(model, OnDevice(train_collator, accelerator.device), val_subset,
                                                      recipe.eval.batch_size)
             predictions = scores.pop("predictions")
-            metrics.write(step + 1, **{f"val_{k}": v for k, v in scores.items()})
-            log(f"step {step + 1}: val {scores}")
+            by_type = by_task(val_subset, predictions)  # accuracy per question / answer type, {} without types
+            metrics.write(step + 1, **{f"val_{k}": v for k, v in scores.items()},
+                          **({"val_by_type": by_type} if by_type else {}))
+            log(f"step {step + 1}: val {scores}" + (f"\n{format_by_task(by_type)}" if by_type else ""))
             wrapped.train()
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and not last:
             save_training_checkpoint(out, step + 1, accelerator=accelerator, wrapped=wrapped, model=model,
@@ -325,7 +333,8 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     weights = trained_weights(accelerator, wrapped, model)
     skipped = list({e["record"]: e for e in gather(accelerator, bad.state_dict())}.values())
     if main:
-        save_weights(out / "final", recipe, weights, identity, {"step": cfg.steps})
+        save_weights(out / "final", recipe, weights, identity,
+                     {"step": cfg.steps, PROMPTS: training_prompts(train_set)})  # eval's default prompts
         write_json_atomic([{"id": s.id, "prediction": p} for s, p in zip(val_subset, predictions)],
                           out / "predictions.json", indent=1)
         if skipped:
