@@ -7,6 +7,8 @@ import shlex
 import time
 from pathlib import Path
 
+from vlbridge.errors import ConfigError
+
 HELP = ("The main demo: build Shapes data, train bridges between the packaged DINOv2-S and SmolLM2-135M, "
         "compare accuracy and cost side by side, then answer questions about real photos.")
 
@@ -29,6 +31,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and of training")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="recipe override applied to every bridge, e.g. --set train.lr=5e-4 (repeatable)")
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="torch threads (default 0 = all cores). With another CPU-bound job on the machine, all "
+                             "cores can make each step several times slower (a 1.2 s step took 8-27 s): give fewer "
+                             "threads then, e.g. half the cores, or run the demo on a quiet machine")
 
 
 # recipe settings of the demo (everything else: the recipe defaults). A one-line system prompt instead
@@ -48,7 +54,7 @@ def recipe_for(bridge: str, args, data: Path, out: Path):
         f"data.train={data / 'train_short.json'}", f"data.val={data / 'val_short.json'}", f"data.image_root={data}",
         f"train.steps={args.steps}", f"train.batch_size={args.batch_size}", f"train.seed={args.seed}",
         "train.eval_every=0", f"train.eval_samples={args.eval_samples}", f"train.output_dir={out / bridge}",
-        "eval.max_new_tokens=5", *args.overrides,
+        "eval.max_new_tokens=5", f"train.threads={args.threads}", *args.overrides,
     ])
 
 
@@ -73,6 +79,13 @@ def table(rows: list[dict], majority: float) -> str:
                      f"{r['accuracy_before']:>11.1f}%{r['accuracy_after']:>10.1f}%")
     lines.append(f"majority-answer baseline on the same questions: {majority:.1f}%")
     return "\n".join(lines)
+
+
+def type_table(before: dict, after: dict) -> str:
+    """Exact match per question and answer type before and after training (:mod:`vlbridge.eval.by_type`)."""
+    from vlbridge.eval.by_type import format_table
+
+    return format_table([("before", before, "exact_match"), ("after", after, "exact_match")])
 
 
 def answer_photos(built, folder: Path, settings) -> list[dict]:
@@ -100,12 +113,15 @@ def run(args) -> int:
     from vlbridge.data.llava_json import read_llava_json
     from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
     from vlbridge.data.shapes_export import export_shapes
+    from vlbridge.eval.by_type import by_task
     from vlbridge.eval.generate_answers import GenerationSettings
     from vlbridge.eval.scoring import majority_baseline
     from vlbridge.cost import sample_flops
     from vlbridge.runs import build_seeded, image_loader
     from vlbridge.train.trainer import train
 
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0 = all cores), got {args.threads}")
     transformers_logging.disable_progress_bar()  # one bar per weight load would bury the demo's own output
     started = time.perf_counter()
     out = Path(args.out)
@@ -136,6 +152,9 @@ def run(args) -> int:
             "train_seconds_per_step": sum(h["step_seconds"] for h in steps) / len(steps),
             "inference_seconds_per_sample": seconds_per_sample,
             "accuracy_before": before["exact_match"], "accuracy_after": after["exact_match"],
+            # exact match per question and answer type, with counts and standard errors
+            "by_type_before": by_task(test_set, before["predictions"]).get("short", {}),
+            "by_type_after": by_task(test_set, after["predictions"]).get("short", {}),
             "final_loss": result["history"][-1]["loss"], "train_wall_seconds": result["wall_seconds"],
             "examples": [{"question": s.turns[0].text.replace("<image>\n", ""), "answer": s.answer, "prediction": p}
                          for s, p in list(zip(test_set, after["predictions"]))[:6]],
@@ -147,6 +166,9 @@ def run(args) -> int:
 
     print("\n[3/4] side by side (Shapes short-answer test questions)\n")
     print(table(rows, majority))
+    for row in rows:
+        print(f"\n{row['bridge']}: exact match by type (percent ± standard error; a few questions per type)")
+        print(type_table(row["by_type_before"], row["by_type_after"]))
     if photos:
         print("\n[4/4] real photos from scikit-image, answered by each bridge (trained on Shapes only)")
         for index, (name, question) in enumerate(PHOTO_QUESTIONS):

@@ -23,6 +23,13 @@ def bridge_origin(model_config) -> str:
     return f"preset {model_config.bridge}"
 
 
+def encoder_layer(encoder, configured: int | None) -> str:
+    """The layer the grid features come from: the recipe's, or the encoder's default when it names none."""
+    if encoder is None:
+        return "none: the connector reads pixels"
+    return f"layer {encoder.layer}" + (", the encoder's default" if configured is None else "")
+
+
 def run(args) -> int:
     from vlbridge.build import build_model
     from vlbridge.cost import describe_sample_flops
@@ -34,7 +41,8 @@ def run(args) -> int:
     counts = apply_trainable(built.model, recipe.train.trainable)
     m = recipe.model
     print(f"bridge ({bridge_origin(m)}): {built.spec.describe()}")
-    print(f"vision encoder {m.vision_encoder} (layer {m.vision_layer}) | LM {m.language_model}")
+    print(f"vision encoder {m.vision_encoder} ({encoder_layer(built.model.vision_encoder, m.vision_layer)}) | "
+          f"LM {m.language_model}")
     for name, module in (("vision_encoder", built.model.vision_encoder), ("bridge.connector", built.model.bridge.connector),
                          ("bridge.injection", built.model.bridge.injection), ("language_model", built.model.language_model)):
         count = sum(p.numel() for p in module.parameters()) if module is not None else 0
