@@ -6,7 +6,7 @@ No model is involved, so any model's outputs can be scored the same way::
     vlbridge score --task vqa --questions Q.json --annotations A.json --pred results.json
 
 Scores are printed (corpus / overall first) and written as JSON (``--out``, default next to the
-predictions: ``<pred>.scores.json``) with per-image or per-question values.
+predictions: ``X.scores.json`` for ``X.results.json`` or ``X.json``) with per-image or per-question values.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vlbridge.errors import ConfigError
+from vlbridge.errors import ConfigError, DataError
 
 HELP = "Score predictions in the official result format (COCO captions, VQA) against official ground truth."
 
@@ -35,7 +35,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vqa-version", default="current", choices=["current", "2017"],
                         help="vqa: official evaluation version: current (GT-Vision-Lab/VQA today, default) or 2017 "
                              "(the code LAVIS copied)")
-    parser.add_argument("--out", type=Path, help="where to write the scores JSON (default: <pred>.scores.json)")
+    parser.add_argument("--out", type=Path, help="where to write the scores JSON (default: beside --pred, X.scores.json "
+                                                 "for X.results.json or X.json)")
+
+
+def default_out(pred: Path) -> Path:
+    """``X.scores.json`` beside ``X.results.json`` (what ``vlbridge eval`` writes) or ``X.json``."""
+    for suffix in (".results.json", ".json"):
+        if pred.name.endswith(suffix) and len(pred.name) > len(suffix):
+            return pred.with_name(pred.name[: -len(suffix)] + ".scores.json")
+    return pred.with_name(pred.name + ".scores.json")
+
+
+def require_utf8(path: Path) -> None:
+    """JSON files are UTF-8 (RFC 8259); another encoding is an error naming the file and the first bad byte."""
+    if not path.is_file():
+        return  # the reader says it is missing
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"not UTF-8 text (byte {error.start}: 0x{data[error.start]:02x}); JSON files must be UTF-8: "
+                        "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)", file=path) from None
 
 
 def _score_caption(args: argparse.Namespace) -> dict[str, Any]:
@@ -59,18 +80,23 @@ def _score_caption(args: argparse.Namespace) -> dict[str, Any]:
 def _score_vqa(args: argparse.Namespace) -> dict[str, Any]:
     from vlbridge.datasets.results import read_vqa_results
     from vlbridge.datasets.vqav2 import vqav2_ground_truth
+    from vlbridge.eval.vqa import vqa_breakdown
     from vlbridge.metrics.vqa import vqa_scores
 
     if args.questions is None or args.annotations is None:
         raise ConfigError("--task vqa needs --questions Q.json and --annotations A.json")
     ground_truth = vqav2_ground_truth(args.questions, args.annotations)
     predictions = read_vqa_results(args.pred)
-    scores = vqa_scores(predictions, ground_truth, version=args.vqa_version, source=args.pred).to_dict()
+    scored = vqa_scores(predictions, ground_truth, version=args.vqa_version, source=args.pred)
+    scores = {**scored.to_dict(), "by_type": vqa_breakdown(scored, ground_truth)}  # + counts, standard errors
     scores.update(questions=str(args.questions), annotations=str(args.annotations), predictions=str(args.pred))
     return scores
 
 
 def run(args: argparse.Namespace) -> int:
+    from vlbridge.eval.by_type import format_breakdown
+
+    require_utf8(args.pred)
     if args.task == "caption":
         if args.questions or args.annotations:
             raise ConfigError("--questions/--annotations are for --task vqa")
@@ -84,10 +110,8 @@ def run(args: argparse.Namespace) -> int:
         scores = _score_vqa(args)
         print(f"questions: {scores['num_questions']}  (VQA evaluation version: {scores['version']})")
         print(f"overall: {scores['overall']:.2f}")
-        for kind in ("per_answer_type", "per_question_type"):
-            for name, value in sorted(scores[kind].items()):
-                print(f"  {kind[4:]} {name}: {value:.2f}")
-    out = args.out or args.pred.with_name(args.pred.name + ".scores.json")
+        print(format_breakdown(scores["by_type"], "by type (percent ± standard error; official rounding in the JSON):"))
+    out = args.out or default_out(args.pred)
     out.write_text(json.dumps(scores, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"scores written to {out}")
     return 0

@@ -34,7 +34,7 @@ def test_caption_scores_printed_and_written(coco, tmp_path, capsys):
     assert main(["score", "--task", "caption", "--gt", str(coco), "--pred", str(pred)]) == 0
     out = capsys.readouterr().out
     assert "CIDEr:" in out and "Bleu_4:" in out
-    written = json.loads((tmp_path / "res.json.scores.json").read_text())
+    written = json.loads((tmp_path / "res.scores.json").read_text())
     expected = caption_scores({1: ["A dog runs on the grass.", "A brown dog running outside."],
                                2: ["Two cats sleep on a red sofa."], 3: ["A man rides a bike (in the rain)."]},
                               {1: "A dog runs on grass.", 2: "Two cats on a sofa.", 3: "A man on a bike."})
@@ -68,7 +68,7 @@ def test_vqa_scores_printed_and_written(tmp_path, capsys):
     assert main(["score", "--task", "vqa", "--questions", str(q), "--annotations", str(a), "--pred", str(pred)]) == 0
     out = capsys.readouterr().out
     assert "overall: 30.00" in out  # 60 (red: 2 humans) and 0 ("two" vs ten identical "2": nothing normalised)
-    written = json.loads((tmp_path / "res.json.scores.json").read_text())
+    written = json.loads((tmp_path / "res.scores.json").read_text())
     assert written["per_question"] == {"5": 60.0, "6": 0.0} and written["version"] == "current"
     assert written["per_answer_type"] == {"other": 60.0, "number": 0.0}
     assert main(["score", "--task", "vqa", "--questions", str(q), "--annotations", str(a), "--pred", str(pred),
