@@ -107,7 +107,7 @@ def format_table(columns: Sequence[tuple[str, Mapping[str, dict], str]]) -> str:
             count = next(row["count"] for row in rows if row is not None)
             lines.append(f"{kind:<{width}}{count:>5}" + "".join(_cell(row, metric)
                                                                   for row, (_, _, metric) in zip(rows, columns)))
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def metrics_of(table: Mapping[str, dict]) -> list[str]:
