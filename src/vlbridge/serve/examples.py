@@ -18,6 +18,8 @@ def shapes_examples(folder: str | Path, count: int = 3) -> list[tuple[Path, str]
     different question type from scene to scene)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # 10 scenes at least: every split needs one; the first scenes (the training split's, drawn first) are then
+    # the same whatever the count
     config = ShapesConfig(n=max(count, 10), seed=SHAPES_SEED)
     examples = []
     for k, item in enumerate(generate_shapes(config).scenes[:count]):
