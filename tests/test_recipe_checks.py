@@ -17,8 +17,13 @@ from vlbridge_cli.main import main
     ("train.batch_size=0", r"'train.batch_size': 0 is out of range; valid: an integer >= 1"),
     ("train.grad_accum=0", r"'train.grad_accum': 0 is out of range; valid: an integer >= 1"),
     ("train.lr=-1e-3", r"'train.lr': -0.001 is out of range; valid: a number >= 0"),
-    ("train.lr=.nan", r"'train.lr': nan is out of range; valid: a number >= 0"),
-    ("train.lr=.inf", r"'train.lr': inf is out of range; valid: a number >= 0"),
+    ("train.lr=.nan", r"'train.lr': nan is not a finite number"),
+    ("train.lr=.inf", r"'train.lr': inf is not a finite number"),
+    ("model.lora_dropout=.nan", r"'model.lora_dropout': nan is not a finite number"),  # no range, still finite
+    ("train.lr=-.inf", r"'train.lr': -inf is not a finite number"),
+    ("train.betas=[0.9, .nan]", r"'train.betas\[1\]': nan is not a finite number"),
+    ("model.lora_targets=[q_proj, 3]", r"'model.lora_targets\[1\]': expected <class 'str'>, got 3"),
+    ("data.train=[a.json, 5]", r"'data.train\[1\]': expected <class 'str'>, got 5"),
     ("train.min_lr_ratio=1.5", r"'train.min_lr_ratio': 1.5 is out of range; valid: a number in \[0, 1\]"),
     ("train.betas=[0.9]", r"'train.betas': \[0.9\] is out of range; valid: two numbers in \[0, 1\)"),
     ("train.betas=[0.9, 1.0]", r"'train.betas': \[0.9, 1.0\] is out of range"),
@@ -63,11 +68,29 @@ def test_every_checked_key_exists():
     ("train:\n  steps: 3\n   lr: 1\n", 3, 6),  # a mapping value where none may be
     ("train:\n\tsteps: 3\n", 2, 1),  # a tab
     ("data: {train: x.json\n", 2, 1),
+    ("train:\n  steps: 3\x07\n", 2, 11),  # a control character
 ])
 def test_yaml_syntax_error_names_file_line_and_column(tmp_path, text, line, column):
     path = tmp_path / "broken.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=rf"recipe file {path}: invalid YAML at line {line}, column {column}: "):
+        load_recipe(path)
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("train:\n  lr: 1e-3\n  steps: 10\n  lr: 1e-4\n")
+    with pytest.raises(ConfigError, match=rf"recipe file {path}: invalid YAML at line 4, column 3: while constructing "
+                                          r"a mapping, found key 'lr' a second time \(first at line 2\)"):
+        load_recipe(path)
+    with pytest.raises(ConfigError, match=r"--set train.betas=\{a: 1, a: 2\}: the value is not valid YAML"):
+        load_recipe(None, ["train.betas={a: 1, a: 2}"])
+
+
+def test_unknown_keys_of_any_type_are_listed(tmp_path):
+    path = tmp_path / "keys.yaml"
+    path.write_text("1: x\nfoo: y\ntrain: {steps: 2}\n")
+    with pytest.raises(ConfigError, match=r"unknown recipe key\(s\) \['1', 'foo'\]"):
         load_recipe(path)
 
 

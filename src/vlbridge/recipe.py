@@ -131,7 +131,7 @@ def _build(cls, values: dict[str, Any], where: str):
         raise ConfigError(f"{where or 'recipe'}: expected a mapping, got {type(values).__name__}")
     hints = get_type_hints(cls)
     valid = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - valid)
+    unknown = sorted(set(values) - valid, key=str)  # YAML keys need not be strings
     if unknown:
         raise ConfigError(f"unknown recipe key(s) {[f'{where}{k}' for k in unknown]}; valid: {sorted(f'{where}{k}' for k in valid)}")
     kwargs = {}
@@ -142,21 +142,30 @@ def _build(cls, values: dict[str, Any], where: str):
 
 
 def _check(hint, value, key: str):
-    """Light type check with the key named; ints are accepted where floats are expected."""
+    """Type check with the key named: ints are accepted where floats are expected, floats must be finite (a NaN
+    compares false with every bound), and a list's items are checked too."""
     origin = get_origin(hint)
     allowed = get_args(hint) if origin is not None and origin not in (list, dict) else (hint,)
     for t in allowed:
         base = get_origin(t) or t
         if t is type(None) and value is None:
             return value
+        number = None
         if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if base is float and isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            number = float(value)
+        elif base is float and isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        if base in (int, str, bool, list, dict) and isinstance(value, base) and not (base is int and isinstance(value, bool)):
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"recipe key {key!r}: {value!r} is not a finite number")
+            return number
+        if base is list and isinstance(value, list):
+            item = (get_args(t) or (Any,))[0]
+            return value if item is Any else [_check(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        if base in (int, str, bool, dict) and isinstance(value, base) and not (base is int and isinstance(value, bool)):
             return value
     raise ConfigError(f"recipe key {key!r}: expected {hint}, got {value!r}")
 
@@ -236,17 +245,47 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {part!r} is not a section")
         try:
-            node[last] = yaml.safe_load(raw)
+            node[last] = yaml.load(raw, Loader=_RecipeLoader)
         except yaml.YAMLError as error:
             raise ConfigError(f"--set {item}: the value is not valid YAML ({_yaml_problem(error)})") from None
     return recipe_from_dict(values)
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently: a
+    recipe listing ``lr`` twice would lose one of them without a word)."""
+
+
+def _mapping_without_duplicates(loader: _RecipeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    first_line: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            seen = key in first_line
+        except TypeError:  # an unhashable key: the base constructor refuses it below
+            continue
+        if seen:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark,
+                f"found key {key!r} a second time (first at line {first_line[key] + 1})", key_node.start_mark)
+        first_line[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_RecipeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def _parse_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(f"recipe file {path}: not UTF-8 text ({error})") from None
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)
+    except yaml.reader.ReaderError as error:  # a character YAML does not allow (a control character)
+        line, column = text.count("\n", 0, error.position) + 1, error.position - text.rfind("\n", 0, error.position)
+        raise ConfigError(f"recipe file {path}: invalid YAML at line {line}, column {column}: character "
+                          f"{chr(error.character)!r} is not allowed") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -177,5 +177,6 @@ def test_vqav2_pattern_outside_is_refused(tmp_path):
     questions.write_text(json.dumps({"questions": [{"question_id": 5, "question": "What?", "image_id": 3}]}))
     with pytest.raises(ConfigError, match=r"pattern '\.\./img_\{image_id\}\.png' leaves the image folder"):
         read_vqav2(questions, image_dir=tmp_path, image_pattern="../img_{image_id}.png")
-    sample, = read_vqav2(questions, image_dir=tmp_path, image_pattern="../img_{image_id}.png", allow_outside_images=True)
+    sample, = read_vqav2(questions, image_dir=tmp_path, image_pattern="../img_{image_id}.png",
+                         allow_outside_images=True)
     assert sample.image == tmp_path / "../img_3.png" and sample.position == 0

@@ -99,7 +99,8 @@ def read_vqav2(questions_file: str | Path, annotations_file: str | Path | None =
                           f"e.g. 'COCO_val2014_{{image_id:012d}}.jpg'")
     if not allow_outside_images and leaves_folder(image_pattern.format(image_id=0)):
         raise ConfigError(f"image file pattern {image_pattern!r} leaves the image folder (an absolute path, or one "
-                          f"climbing out with '..'); allow it with {OPTION} (reader argument allow_outside_images=True)")
+                          f"climbing out with '..'); allow it with {OPTION} (reader argument "
+                          "allow_outside_images=True)")
     questions = load_vqav2_questions(questions_file)
     annotations = load_vqav2_annotations(annotations_file) if annotations_file is not None else None
     if annotations is not None:

@@ -133,9 +133,11 @@ class FeatureCache:
         if metadata.get("identity") != self.identity:
             return f"written for another encoder ({metadata.get('identity')!r})"
         grid, pooled = tensors.get("grid"), tensors.get("pooled")
-        if grid is None or grid.ndim != 2 or set(tensors) - {"grid", "pooled"} or (pooled is not None and pooled.ndim != 1):
+        extra = set(tensors) - {"grid", "pooled"}
+        if grid is None or grid.ndim != 2 or extra or (pooled is not None and pooled.ndim != 1):
             return f"not a feature entry (tensors {[(k, tuple(v.shape)) for k, v in tensors.items()]})"
-        if "sha256" in metadata and metadata["sha256"] != tensors_digest(tensors):  # entries of older versions have none
+        # entries written by older versions have no checksum: read as they are
+        if "sha256" in metadata and metadata["sha256"] != tensors_digest(tensors):
             return "corrupt (its tensors do not match their SHA-256)"
         return None
 
