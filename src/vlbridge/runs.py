@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vlbridge.batch import Collator
@@ -21,7 +22,10 @@ from vlbridge.weights.cache import cache_dir
 
 
 def seed_everything(seed: int) -> None:
+    """Python's, NumPy's and torch's generators: NumPy's too, so a run's saved random state (which includes it)
+    is the same in every process that runs the recipe, resumed or not."""
     random.seed(seed)
+    np.random.seed(seed)
     torch.manual_seed(seed)
 
 

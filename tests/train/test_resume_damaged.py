@@ -4,6 +4,7 @@ no such checkpoint, an error naming each damaged file."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -114,3 +115,30 @@ def test_resume_of_a_finished_run_whose_final_meta_is_not_json_names_the_file(fi
     (run / "final" / "meta.json").write_text("{")
     with pytest.raises(DataError, match=rf"^file {run / 'final' / 'meta.json'}: cannot be read as JSON"):
         train(recipe, resume=run, log=lambda *_: None)
+
+
+def test_resume_keeps_only_the_newest_checkpoints_even_when_killed_before_pruning(stopped):
+    """A kill between renaming a new checkpoint into place and removing the oldest leaves one too many; the resumed
+    run prunes it (here: the run kept every checkpoint, and is resumed with train.keep_checkpoints=1)."""
+    recipe, run, _, _ = stopped
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    keep_one = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, keep_checkpoints=1))
+    threads = torch.get_num_threads()
+    try:
+        train(keep_one, resume=run, log=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-4"]
+
+
+def test_resume_removes_what_interrupted_saves_left(stopped):
+    recipe, run, _, _ = stopped
+    for name in (".checkpoint-6.tmp", ".final.k2x9_a", ".checkpoint-4.old"):  # kills during saves leave these
+        (run / name).mkdir()
+        (run / name / "trained.safetensors").write_bytes(b"torn")
+    threads = torch.get_num_threads()
+    try:
+        train(recipe, resume=run, log=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert not list(run.glob(".*"))

@@ -114,9 +114,12 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def remove_partial(run_dir: Path) -> None:
-    """Temporary folders of saves that were interrupted (they never became checkpoints)."""
-    for path in Path(run_dir).glob(f".{PREFIX}*.tmp"):
-        shutil.rmtree(path, ignore_errors=True)
+    """Temporary folders of saves that were interrupted: step checkpoints being written (``.checkpoint-N.tmp``) and
+    the final weights' (``.final.<random>``, or ``.final.old`` when a kill came between the two renames of
+    :func:`~vlbridge.train.checkpoint.commit_folder`)."""
+    for pattern in (f".{PREFIX}*.tmp", f".{PREFIX}*.old", ".final.*"):
+        for path in Path(run_dir).glob(pattern):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def prune(run_dir: Path, keep: int) -> None:

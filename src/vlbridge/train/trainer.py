@@ -48,7 +48,7 @@ from vlbridge.train.schedule import warmup_cosine
 from vlbridge.train.slowdown import SlowdownDetector
 from vlbridge.train.run_folder import describe as describe_files
 from vlbridge.train.run_folder import prepare_new_run, prepare_resumed_run, remove_run_files
-from vlbridge.train.state import (remove_partial, restore_rng, resumable_checkpoint, resume_conflicts,
+from vlbridge.train.state import (prune, remove_partial, restore_rng, resumable_checkpoint, resume_conflicts,
                                   save_training_checkpoint)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -157,6 +157,8 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
             log(f"removing the damaged {describe_files(damaged)} (the resumed run writes them again)")
         for folder in damaged:
             shutil.rmtree(folder, ignore_errors=True)
+        if resume is not None:  # a kill between a save and its pruning leaves one checkpoint too many
+            prune(out, cfg.keep_checkpoints)
         save_recipe(recipe, out / "recipe.yaml")
     accelerator.wait_for_everyone()
     metrics = MetricsLog(out, enabled=main, lines=state.metric_lines if state else [])
