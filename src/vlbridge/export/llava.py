@@ -171,18 +171,30 @@ def hf_llava(built, recipe: Recipe, tokenizer):
         multimodal_projector_bias=True,
         tie_word_embeddings=tied,
     )
-    hf = LlavaForConditionalGeneration(config).eval()
     added = rows - base[vocabulary].shape[0]
     base[vocabulary] = _grow_rows({"w": base[vocabulary]}, rows)["w"]
-    hf.model.language_model.load_state_dict(base, strict=True)
-    if not tied:
-        hf.lm_head.load_state_dict(_grow_rows(head, rows), strict=True)
-    hf.model.vision_tower.load_state_dict(encoder.model.state_dict(), strict=True)
-    hf.model.multi_modal_projector.linear_1.load_state_dict(projector[0].state_dict(), strict=True)
-    hf.model.multi_modal_projector.linear_2.load_state_dict(projector[2].state_dict(), strict=True)
+    state = {**{f"model.language_model.{k}": v for k, v in base.items()},
+             **{f"lm_head.{k}": v for k, v in _grow_rows(head if not tied else {"weight": base[vocabulary]}, rows).items()},
+             **{f"model.vision_tower.{k}": v for k, v in encoder.model.state_dict().items()},
+             **{f"model.multi_modal_projector.linear_1.{k}": v for k, v in projector[0].state_dict().items()},
+             **{f"model.multi_modal_projector.linear_2.{k}": v for k, v in projector[2].state_dict().items()}}
+    with _no_init_weights():  # every tensor is set below: drawing 135M random values first would take seconds
+        hf = LlavaForConditionalGeneration(config).eval()
+    hf.load_state_dict(state, strict=True, assign=True)  # strict: nothing is left uninitialised
+    if tied:
+        hf.tie_weights()  # assign gave the head its own Parameter object
     hf.generation_config = _generation_config(lm, built, tokenizer, GenerationConfig,
                                               suppress=[image_id] if added else [])
     return hf
+
+
+def _no_init_weights():
+    """transformers' context that skips weight initialisation (moved between modules in transformers 5)."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4
+        from transformers.modeling_utils import no_init_weights
+    return no_init_weights()
 
 
 def _embedding_key(lm: nn.Module, base: dict[str, torch.Tensor]) -> str:

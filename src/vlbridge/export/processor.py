@@ -22,7 +22,10 @@ IMAGE_TOKEN = "<image>"  # the placeholder vlbridge's data uses (vlbridge.data.s
 
 def image_processor(spec: ImagePreprocessing):
     """A Hugging Face image processor computing what ``vlbridge.encoders.image_transforms`` computes for ``spec``."""
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    try:
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    except ImportError:  # transformers 4: CLIPImageProcessor is the PIL one
+        from transformers import CLIPImageProcessor as CLIPImageProcessorPil
 
     resample = {name: number for number, name in PIL_RESAMPLE_NAMES.items()}[spec.resample]
     if spec.shortest_edge is not None:
