@@ -22,7 +22,8 @@ def add_arguments(parser) -> None:
                         help="override a recipe key, e.g. --set train.lr=1e-4 (repeatable; values are YAML)")
     parser.add_argument("--resume", metavar="RUN_DIR", default=None,
                         help="continue the run in RUN_DIR from its latest step checkpoint (train.save_every), "
-                             "exactly as if it had not stopped")
+                             "exactly as if it had not stopped; a damaged checkpoint is skipped for the one before, "
+                             "saying so")
     parser.add_argument("--overwrite", action="store_true",
                         help="train.output_dir may hold another run: remove that run's files first (its checkpoints, "
                              "final weights, logs and evaluation reports; nothing else). Without it such a folder is "
