@@ -141,7 +141,8 @@ def _grow_rows(state: dict[str, torch.Tensor], rows: int) -> dict[str, torch.Ten
 
 
 def hf_llava(built, recipe: Recipe, tokenizer):
-    """``built`` as an in-memory ``LlavaForConditionalGeneration`` for ``tokenizer`` (:func:`exported_tokenizer`)."""
+    """``built`` as an in-memory ``LlavaForConditionalGeneration`` for ``tokenizer`` (:func:`exported_tokenizer`). Its
+    tensors are ``built``'s own where nothing changes (no copy of a large LM): save it, do not train it."""
     from transformers import GenerationConfig, LlavaConfig, LlavaForConditionalGeneration
 
     layout = llava_layout(built, recipe)
