@@ -114,3 +114,42 @@ def test_blip2_says_why_not_and_writes_the_q_former_under_hugging_face_names(mak
                             encoder_hidden_states=hf.vision_model.post_layernorm(features)).last_hidden_state
         ours = connector(features)
         assert (hf.language_projection(theirs) - ours).abs().max() < 1e-5 * ours.abs().max()
+
+
+def test_tensors_a_run_took_from_init_from_are_exported_too(make_run, tiny_llama_dir, tiny_dinov2_dir, photos, tmp_path,
+                                                            capsys):
+    """A run that kept another run's projector frozen (model.init_from) and trained only LoRA: its checkpoint holds
+    the LoRA alone, its export both, and answers without the other run."""
+    import shutil
+
+    from vlbridge.build import build_model
+    from vlbridge.recipe import load_recipe
+    from vlbridge.train.checkpoint import initialise_from, save_checkpoint
+    from vlbridge.train.parameter_groups import apply_trainable
+
+    source, _ = make_run(tiny_llama_dir, tiny_dinov2_dir, name="source")
+    recipe = load_recipe(None, [f"model.language_model={tiny_llama_dir}", f"model.vision_encoder={tiny_dinov2_dir}",
+                                "model.vision_layer=-1", "model.lora_rank=2", f"model.init_from={source}",
+                                "train.trainable=[lora]"])
+    torch.manual_seed(1)
+    built = build_model(recipe.model)
+    initialise_from(built.model, source, log=lambda *_: None)
+    apply_trainable(built.model, recipe.train.trainable)
+    with torch.no_grad():
+        for parameter in built.model.trainable_parameters().values():
+            parameter.add_(torch.randn_like(parameter) * 0.5)
+    run = tmp_path / "lora_only"
+    save_checkpoint(built.model, recipe, run / "final")
+    assert not [k for k in load_file(run / "final" / "trained.safetensors") if k.startswith("bridge.")]
+    out = tmp_path / "export"
+    assert main(["export", "--run", str(run), "--format", "bridge", "--out", str(out)]) == 0
+    exported = load_file(out / "trained.safetensors")
+    projector = load_file(source / "final" / "trained.safetensors")
+    assert all(torch.equal(exported[k], v) for k, v in projector.items()) and any("lora_" in k for k in exported)
+    args = ["generate", "--image", str(photos[0]), "--prompt", "What is it?", "--max-new-tokens", "4"]
+    capsys.readouterr()
+    assert main([*args, "--run", str(run)]) == 0
+    answer = capsys.readouterr().out
+    shutil.rmtree(source)
+    assert main([*args, "--run", str(out)]) == 0
+    assert capsys.readouterr().out == answer
