@@ -103,10 +103,11 @@ def test_samples(tmp_path):
         short, mc, caps = (data.samples(split, task, tmp_path) for task in ("short", "mc", "caption"))
         assert len(short) == sum(len(s.short) for s in items) and len(caps) == len(items)
         assert len({s.id for s in short + mc + caps}) == len(short) + len(mc) + len(caps)
-        for sample, q in zip(short, [q for s in items for q in s.short]):
+        for sample, (item, k, q) in zip(short, [(s, k, q) for s in items for k, q in enumerate(s.short)]):
             assert sample.turns[0].text == f"{IMAGE_PLACEHOLDER}\n{q.text}" and sample.answer == q.answer
+            # question_id: the VQAv2 layout's id of the same question, so results files match its annotations
             assert sample.meta == {"task": "short", "answers": [q.answer] * 10, "question_type": q.question_type,
-                                   "answer_type": q.answer_type, "local": q.local}
+                                   "answer_type": q.answer_type, "local": q.local, "question_id": item.index * 100 + k}
             assert sample.image == tmp_path / (sample.id.split("_q")[0] + ".png")
         for sample, m in zip(mc, [m for s in items for m in s.mc]):
             assert sample.turns[0].text == IMAGE_PLACEHOLDER + "\n" + format_multiple_choice(m.question.text, m.choices)

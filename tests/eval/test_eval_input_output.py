@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -82,11 +83,20 @@ def test_a_llava_file_gets_an_official_results_file_that_vlbridge_score_reads(sh
     assert answers == {s.meta["question_id"]: p["prediction"] for s, p in zip(samples, report["predictions"])}
     assert main(["score", "--task", "vqa", "--questions", str(questions), "--annotations", str(annotations),
                  "--pred", str(tmp_path / "report.results.json")]) == 0
-    # records without one are listed under their record ids
+    # Shapes short answers carry the VQAv2 layout's question ids too
+    shapes_short = read_llava_json(shapes / "train_short.json")[:3]
     assert main(["eval", "--run", str(run_dir), "--data", str(shapes / "train_short.json"), "--limit", "3",
                  "--max-new-tokens", "2", "--out", str(out)]) == 0
     written = json.loads((tmp_path / "report.results.json").read_text())
-    assert [r["question_id"] for r in written] == [s.id for s in read_llava_json(shapes / "train_short.json")[:3]]
+    assert [r["question_id"] for r in written] == [s.meta["question_id"] for s in shapes_short]
+    # records without one are listed under their record ids
+    no_ids = tmp_path / "no_ids.json"
+    write_llava_json([replace(s, meta={k: v for k, v in s.meta.items() if k != "question_id"}) for s in shapes_short],
+                     no_ids, image_root=shapes)
+    assert main(["eval", "--run", str(run_dir), "--data", str(no_ids), "--images", str(shapes),
+                 "--max-new-tokens", "2", "--out", str(out)]) == 0
+    written = json.loads((tmp_path / "report.results.json").read_text())
+    assert [r["question_id"] for r in written] == [s.id for s in shapes_short]
 
 
 def test_threads_option_sets_torchs_threads(shapes, run_dir, tmp_path):

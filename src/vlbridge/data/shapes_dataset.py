@@ -35,6 +35,7 @@ TASKS = ("short", "mc", "mc-text", "caption")
 ``vlbridge eval --choose-by likelihood``); its samples are scored as mc (``meta["task"] == "mc"``)."""
 CAPTION_PROMPT = "Describe the image briefly."
 VQA_ANSWERS_PER_QUESTION = 10  # VQAv2 has 10 human answers; the official accuracy needs them
+QUESTION_ID_STRIDE = 100  # question_id = image_id * 100 + k (k < questions per scene), as in the VQAv2 layout
 REDRAW_ATTEMPTS = 100
 
 T = TypeVar("T")
@@ -157,7 +158,8 @@ class ShapesDataset:
                                    {"task": "caption", "answers": list(item.captions)}))
             for k, q in enumerate(item.short if task == "short" else ()):
                 meta = {"task": "short", "answers": [q.answer] * VQA_ANSWERS_PER_QUESTION,
-                        "question_type": q.question_type, "answer_type": q.answer_type, "local": q.local}
+                        "question_type": q.question_type, "answer_type": q.answer_type, "local": q.local,
+                        "question_id": item.index * QUESTION_ID_STRIDE + k}  # the VQAv2 layout's id, for results files
                 out.append(_sample(f"{item.scene.id}_q{k}", image, q.text, q.answer, meta))
             for k, mc in enumerate(item.mc if task in ("mc", "mc-text") else ()):
                 if task == "mc":

@@ -36,7 +36,8 @@ from vlbridge.data.llava_json import write_json_atomic, write_llava_json
 from vlbridge.data.shapes import Scene, render_scene
 from vlbridge.data.shapes_captions import N_REFERENCES
 from vlbridge.data.shapes_clips_dataset import CLIP_TASKS, ClipsDataset, frame_file
-from vlbridge.data.shapes_dataset import GENERATOR_VERSION, SPLITS, TASKS, VQA_ANSWERS_PER_QUESTION, ShapesDataset
+from vlbridge.data.shapes_dataset import (GENERATOR_VERSION, QUESTION_ID_STRIDE, SPLITS, TASKS, VQA_ANSWERS_PER_QUESTION,
+                                         ShapesDataset)
 from vlbridge.errors import ConfigError, DataError
 
 FORMATS = ("llava", "coco", "vqav2", "scienceqa")
@@ -44,7 +45,6 @@ GENERATOR_NAME = "vlbridge.shapes"
 IMAGE_DIR = "images"
 CLIP_DIR = "clips"  # the clips' frames
 IMAGE_FILE_PATTERN = "shapes_{image_id:06d}.png"  # inside IMAGE_DIR; image_id = scene index
-QUESTION_ID_STRIDE = 100  # question_id = image_id * 100 + k (k < questions per scene)
 PARALLEL_MIN_SCENES = 200  # below this, starting worker processes costs more than it saves
 PNG_COMPRESS_LEVEL = 3  # fixed, so bytes do not depend on Pillow defaults; 3: ~2x faster than 6, 20 % larger
 
