@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "analyze": "vlbridge_cli.analyze",
     "export": "vlbridge_cli.export",
     "serve": "vlbridge_cli.serve",
+    "report": "vlbridge_cli.report",
 }
 
 
