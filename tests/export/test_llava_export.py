@@ -134,28 +134,51 @@ def test_a_plain_format_lm_with_its_own_embedding_names_exports_too(make_run, ti
 
 
 @pytest.fixture(scope="module")
-def tiny_siglip_dir(tmp_path_factory):
-    """A 2-layer SigLIP vision tower (no CLS token), 56 px resized without a crop."""
-    from transformers import SiglipVisionConfig, SiglipVisionModel
+def tiny_towers(tmp_path_factory):
+    """2-layer SigLIP (no CLS token; 56 px resized without a crop) and CLIP (CLS; short side then a crop, OpenAI
+    statistics) vision towers."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
 
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_siglip")
-    SiglipVisionModel(SiglipVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                         intermediate_size=64, patch_size=14, image_size=56)).save_pretrained(folder)
-    return folder
+    sizes = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14,
+                 image_size=56)
+    folders = {}
+    for name, (config, model) in {"siglip": (SiglipVisionConfig, SiglipVisionModel),
+                                  "clip": (CLIPVisionConfig, CLIPVisionModel)}.items():
+        torch.manual_seed(0)
+        folders[name] = tmp_path_factory.mktemp(f"tiny_{name}")
+        model(config(**sizes)).save_pretrained(folders[name])
+    return folders
 
 
-def test_an_encoder_without_cls_maps_to_the_full_strategy(make_run, tiny_llama_dir, tiny_siglip_dir, photos, tmp_path):
-    run, _ = make_run(tiny_llama_dir, tiny_siglip_dir)
+@pytest.mark.parametrize("tower, strategy", [("siglip", "full"), ("clip", "default")])
+def test_encoders_with_and_without_cls_map_to_their_strategy(make_run, tiny_llama_dir, tiny_towers, photos, tmp_path,
+                                                             tower, strategy):
+    run, _ = make_run(tiny_llama_dir, tiny_towers[tower])
     out = tmp_path / "hf"
     export(run, out)
-    assert json.loads((out / "config.json").read_text())["vision_feature_select_strategy"] == "full"
+    assert json.loads((out / "config.json").read_text())["vision_feature_select_strategy"] == strategy
     model, processor = hf_llava(out)
     built, _ = load_run(run)
     vocabulary = built.model.language_model.model.get_input_embeddings().weight.shape[0]
-    with torch.no_grad():  # a 50 x 90 image: resized to 56 x 56 without a crop, as vlbridge's SigLIP preprocessing
+    with torch.no_grad():  # a 50 x 90 image: resized (and cropped for CLIP) as vlbridge's preprocessing does
         theirs = model(**hf_inputs(processor, photos[1], PROMPTS[0])).logits[..., :vocabulary]
     assert (theirs - our_logits(built, photos[1], PROMPTS[0])).abs().max() < 1e-4
+
+
+def test_a_processor_that_tokenizes_otherwise_is_refused(make_run, tiny_llama_dir, tiny_dinov2_dir, tmp_path):
+    """The export's self-check compares the processor's ids for a probe prompt with vlbridge's."""
+    from vlbridge.errors import ConfigError
+    from vlbridge.export.llava import check_prompt_tokens, exported_tokenizer, hf_processor, llava_layout
+
+    run, _ = make_run(tiny_llama_dir, tiny_dinov2_dir)
+    built, recipe = load_run(run)
+    layout = llava_layout(built, recipe)
+    processor = hf_processor(built, layout, exported_tokenizer(built.tokenizer, tmp_path))
+    image = Image.new("RGB", (56, 56))
+    check_prompt_tokens(built, processor, layout, image)  # as exported: the same ids
+    processor.chat_template = processor.chat_template.replace("assistant", "assistant ")
+    with pytest.raises(ConfigError, match="tokenizes the prompt 'What is in the image\\?' differently"):
+        check_prompt_tokens(built, processor, layout, image)
 
 
 @pytest.mark.parametrize("override, named", [
