@@ -21,9 +21,9 @@ Each row prints the median time of each side and the speed ratio ours / Hugging 
 is at least as fast, the target), as the median over the repeats with the run-to-run spread (min-max of the per-repeat
 ratios).
 
-    python benchmarks/vs_huggingface.py                         # SmolLM2-135M + DINOv2-S; Q-Formers of BLIP-2 and MiniLM size
+    python benchmarks/vs_huggingface.py              # SmolLM2-135M + DINOv2-S; Q-Formers of BLIP-2 and MiniLM size
     python benchmarks/vs_huggingface.py --repeats 10 --out results.json
-    python benchmarks/vs_huggingface.py --quick                 # tiny random models: checks the script runs
+    python benchmarks/vs_huggingface.py --quick      # tiny random models: checks the script runs
 """
 
 from __future__ import annotations

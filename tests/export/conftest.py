@@ -34,8 +34,9 @@ def photos(tmp_path_factory):
     """Three small images of different sizes and colours (JPEG, PNG, RGBA PNG)."""
     folder = tmp_path_factory.mktemp("photos")
     paths = []
-    for i, (size, colour, name) in enumerate([((80, 60), (200, 30, 30), "red.jpg"), ((50, 90), (20, 160, 40), "tall.png"),
-                                              ((64, 64), (20, 40, 220, 128), "blue.png")]):
+    kinds = [((80, 60), (200, 30, 30), "red.jpg"), ((50, 90), (20, 160, 40), "tall.png"),
+             ((64, 64), (20, 40, 220, 128), "blue.png")]
+    for i, (size, colour, name) in enumerate(kinds):
         image = Image.new("RGBA" if len(colour) == 4 else "RGB", size, colour)
         for x in range(0, size[0], 7):  # some structure, so the encoder's features vary across the image
             for y in range(i, size[1], 5):

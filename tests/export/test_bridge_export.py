@@ -54,6 +54,7 @@ def test_the_card_says_what_the_model_is_how_it_trained_and_how_it_scored(make_r
     out = tmp_path / "export"
     assert main(["export", "--run", str(run), "--format", "bridge", "--out", str(out)]) == 0
     card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: vlbridge\npipeline_tag: image-text-to-text\n")
     assert "# run: a vlbridge vision-language model (mlp -> memory_space)" in card
     assert "connector `mlp`" in card and "injection `memory_space`" in card and "(preset `memvp`" in card
     assert f"`{tiny_dinov2_dir}` (layer -1" in card and f"`{tiny_llama_dir}` (llama, width 64, 2 layers" in card
@@ -70,7 +71,8 @@ def test_format_bridge_of_a_llava_run_points_to_format_hf(make_run, tiny_llama_d
     out = tmp_path / "export"
     assert main(["export", "--run", str(run), "--format", "bridge", "--out", str(out)]) == 0
     assert "trained tensors" in capsys.readouterr().out
-    assert "`--format hf` writes this run as a Hugging Face LlavaForConditionalGeneration" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "`--format hf` writes this run as a Hugging Face LlavaForConditionalGeneration" in card
     assert not (out / "config.json").exists()
 
 

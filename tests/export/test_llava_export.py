@@ -56,6 +56,8 @@ def test_exported_llava_answers_as_vlbridge_generate(make_run, varied_llama_dir,
     out = tmp_path / "hf"
     export(run, out)
     assert "LlavaForConditionalGeneration" in capsys.readouterr().out
+    card = (out / "README.md").read_text()
+    assert "library_name: transformers" in card and "LlavaForConditionalGeneration.from_pretrained(" in card
     model, processor = hf_llava(out)
     answers = set()
     for i, image in enumerate(photos):

@@ -35,9 +35,9 @@ def why_not_blip2(encoder: str | None, layer: int | None) -> str:
             f"ViT (Blip2VisionModel) and its Q-Former reads every token that ViT gives, CLS included, while this run's "
             f"Q-Former reads the grid of model.vision_encoder={encoder!r} (layer {layer}) with its prefix tokens "
             f"dropped. The Q-Former, query tokens, language projection and ln_vision are also written under BLIP-2's "
-            f"Hugging Face names in {FILE} (ln_vision as vision_model.post_layernorm, whose vision_config.layer_norm_eps "
-            f"must then be 1e-5, ln_vision's), to load into a Blip2ForConditionalGeneration with "
-            f"load_state_dict(strict=False)")
+            f"Hugging Face names in {FILE} (ln_vision as vision_model.post_layernorm, whose "
+            f"vision_config.layer_norm_eps must then be 1e-5, ln_vision's), to load into a "
+            f"Blip2ForConditionalGeneration with load_state_dict(strict=False)")
 
 
 def blip2_names(state: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -70,9 +70,9 @@ def _scores(scores: dict) -> str:
     return ", ".join(f"{k} {_number(v)}" for k, v in scores.items() if isinstance(v, (int, float)))
 
 
-def model_card(checkpoint: Path, recipe: Recipe, spec: BridgeSpec, huggingface: str) -> str:
+def model_card(checkpoint: Path, recipe: Recipe, spec: BridgeSpec, huggingface: str, library: str = "vlbridge") -> str:
     """The README.md text. ``huggingface``: a paragraph on the Hugging Face class the folder loads as (usage), or
-    on why none exists."""
+    on why none exists; ``library``: what loads the folder (the Hub's ``library_name``: transformers or vlbridge)."""
     meta = read_meta(checkpoint)
     m, t, d = recipe.model, recipe.train, recipe.data
     lm, encoder = meta.get("language_model") or {}, meta.get("vision_encoder")
@@ -80,6 +80,12 @@ def model_card(checkpoint: Path, recipe: Recipe, spec: BridgeSpec, huggingface: 
     count = sum(_product(shape) for shape in parameters.values())
     preset = f"preset `{m.bridge}`" if m.bridge else "no preset"
     lines = [
+        "---",  # the Hugging Face Hub's model-card metadata
+        f"library_name: {library}",
+        "pipeline_tag: image-text-to-text",
+        f"tags: [vlbridge, {spec.connector}, {spec.injection}{', ' + m.bridge if m.bridge else ''}]",
+        "---",
+        "",
         f"# {run_root(checkpoint).name}: a vlbridge vision-language model ({spec.pair})",
         "",
         "## What it is",

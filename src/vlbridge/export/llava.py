@@ -174,8 +174,9 @@ def hf_llava(built, recipe: Recipe, tokenizer):
     )
     added = rows - base[vocabulary].shape[0]
     base[vocabulary] = _grow_rows({"w": base[vocabulary]}, rows)["w"]
+    head = {"weight": base[vocabulary]} if tied else _grow_rows(head, rows)
     state = {**{f"model.language_model.{k}": v for k, v in base.items()},
-             **{f"lm_head.{k}": v for k, v in _grow_rows(head if not tied else {"weight": base[vocabulary]}, rows).items()},
+             **{f"lm_head.{k}": v for k, v in head.items()},
              **{f"model.vision_tower.{k}": v for k, v in encoder.model.state_dict().items()},
              **{f"model.multi_modal_projector.linear_1.{k}": v for k, v in projector[0].state_dict().items()},
              **{f"model.multi_modal_projector.linear_2.{k}": v for k, v in projector[2].state_dict().items()}}
@@ -254,10 +255,10 @@ def check_prompt_tokens(built, processor, layout: LlavaLayout, image) -> None:
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     theirs = processor(text=text, images=image, return_tensors="pt")["input_ids"][0].tolist()
     if theirs != ours:
+        first = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
         raise ConfigError(f"the exported processor tokenizes the prompt {PROBE!r} differently from vlbridge (its "
                           f"tokenizer {type(processor.tokenizer).__name__} adds or merges tokens): {len(theirs)} ids "
-                          f"vs {len(ours)}; first difference at "
-                          f"{next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))}")
+                          f"vs {len(ours)}, first difference at position {first}")
 
 
 def write_llava(built, recipe: Recipe, folder: Path) -> None:

@@ -118,7 +118,8 @@ def _write_llava(checkpoint: Path, recipe, spec: BridgeSpec, folder: Path, out: 
             if recipe.model.lora_rank else "")
     save_recipe(recipe, folder / RECIPE)
     (folder / "README.md").write_text(model_card(checkpoint, recipe, spec,
-                                                 LLAVA_USAGE.format(cls=LLAVA, folder=out, lora=lora)))
+                                                 LLAVA_USAGE.format(cls=LLAVA, folder=out, lora=lora),
+                                                 library="transformers"))
 
 
 def _write_bridge(checkpoint: Path, recipe, spec: BridgeSpec, meta: dict, folder: Path, out: Path,
@@ -138,11 +139,13 @@ def _write_bridge(checkpoint: Path, recipe, spec: BridgeSpec, meta: dict, folder
     if hf_class(spec) is not None:
         why = f"`--format hf` writes this run as a Hugging Face {hf_class(spec)}"
     else:
-        why = note or why_no_hf_class(spec, recipe.model.vision_encoder, (meta.get("vision_encoder") or {}).get("layer"))
+        layer = (meta.get("vision_encoder") or {}).get("layer")
+        why = note or why_no_hf_class(spec, recipe.model.vision_encoder, layer)
     if (spec.connector, spec.injection) == ("qformer", "input_space"):
         save_file({k: v.contiguous() for k, v in blip2_names(state).items()}, str(folder / BLIP2_FILE),
                   metadata={"format": "pt"})
-    (folder / "README.md").write_text(model_card(checkpoint, recipe, spec, BRIDGE_USAGE.format(why=why[0].upper() + why[1:], folder=out)))
+    usage = BRIDGE_USAGE.format(why=why[0].upper() + why[1:], folder=out)
+    (folder / "README.md").write_text(model_card(checkpoint, recipe, spec, usage))
 
 
 def _complete_state(checkpoint: Path, meta: dict, folder: Path) -> dict:
