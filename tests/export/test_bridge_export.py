@@ -63,7 +63,7 @@ def test_the_card_says_what_the_model_is_how_it_trained_and_how_it_scored(make_r
     assert "Validation during training (step 30" in card and "exact_match 0.5, vqa_accuracy 0.55" in card
     assert "exact_match 0.375, count 8 (eval-test_short.json)" in card
     assert card.count("vlbridge eval") == 1
-    assert "`--format hf` writes this run as a Hugging Face" not in card  # memvp has no class
+    assert "`--format hf` writes" not in card  # memvp has no class
 
 
 def test_format_bridge_of_a_llava_run_points_to_format_hf(make_run, tiny_llama_dir, tiny_dinov2_dir, tmp_path, capsys):
@@ -72,7 +72,7 @@ def test_format_bridge_of_a_llava_run_points_to_format_hf(make_run, tiny_llama_d
     assert main(["export", "--run", str(run), "--format", "bridge", "--out", str(out)]) == 0
     assert "trained tensors" in capsys.readouterr().out
     card = (out / "README.md").read_text()
-    assert "`--format hf` writes this run as a Hugging Face LlavaForConditionalGeneration" in card
+    assert "`--format hf` writes mlp -> input_space runs as a Hugging Face LlavaForConditionalGeneration" in card
     assert not (out / "config.json").exists()
 
 

@@ -137,7 +137,8 @@ def _write_bridge(checkpoint: Path, recipe, spec: BridgeSpec, meta: dict, folder
         state = read_state(checkpoint, meta)
     shutil.copyfile(checkpoint / RECIPE, folder / RECIPE)
     if hf_class(spec) is not None:
-        why = f"`--format hf` writes this run as a Hugging Face {hf_class(spec)}"
+        why = (f"`--format hf` writes {spec.pair} runs as a Hugging Face {hf_class(spec)} (refusing, by name, an option "
+               "it has no field for)")
     else:
         layer = (meta.get("vision_encoder") or {}).get("layer")
         why = note or why_no_hf_class(spec, recipe.model.vision_encoder, layer)
