@@ -41,6 +41,9 @@ def run(args) -> int:
     if args.recipe is None and args.resume is None:
         raise ConfigError("give a recipe, or --resume RUN_DIR")
     source = args.recipe if args.recipe is not None else Path(args.resume) / "recipe.yaml"
+    if args.recipe is None and not source.is_file():  # name the option, not a file the user never gave
+        raise ConfigError(f"--resume {args.resume}: " + ("no such folder" if not Path(args.resume).is_dir() else
+                                                          "not a run folder (it holds no recipe.yaml)"))
     recipe = load_recipe(source, [*args.overrides, *([f"train.threads={args.threads}"] if args.threads is not None
                                                       else [])])
     if args.print_recipe:

@@ -125,3 +125,11 @@ def test_resuming_a_folder_that_does_not_exist_or_is_a_file_is_refused(tmp_path,
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match=f"--resume {tmp_path / 'file'}: a file, not a run folder"):
         train(make_recipe(), resume=tmp_path / "file", **QUIET)
+
+
+def test_resume_from_a_folder_that_is_not_a_run_names_the_option(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "missing")]) == 2
+    assert f"--resume {tmp_path / 'missing'}: no such folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--resume", str(tmp_path / "empty")]) == 2
+    assert "not a run folder (it holds no recipe.yaml)" in capsys.readouterr().err
