@@ -51,7 +51,7 @@ def add_arguments(parser) -> None:
                         help="recipe override for every bridge, e.g. --set train.lr=5e-4 (repeatable)")
     parser.add_argument("--bridge-set", action="append", default=[], metavar="BRIDGE:KEY=VALUE",
                         help="recipe override for one bridge, e.g. 'perceiver->input_space:train.lr=1e-4' (repeatable)")
-    parser.add_argument("--force", action="store_true", help="train and measure again the bridges already stored")
+    parser.add_argument("--force", action="store_true", help="delete the stored results of the bridges named, and train and measure them again")
 
 
 SIZES = ("steps", "batch_size", "scenes", "eval_samples", "repeats", "new_tokens")

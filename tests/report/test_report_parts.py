@@ -67,6 +67,8 @@ def test_bad_command_lines_are_refused_before_any_work(tmp_path, capsys):
     assert "BRIDGE:KEY=VALUE" in capsys.readouterr().err
     assert main(["report", "--out", str(out), "--steps", "0"]) == 2
     assert "steps must be at least 1" in capsys.readouterr().err
+    assert main(["report", "--out", str(out), "--data", str(tmp_path), "--force"]) == 2
+    assert "is not a Shapes export" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -29,11 +29,14 @@ def result_path(out: Path, name: str) -> Path:
 
 def stored_results(out: Path, settings: ReportSettings, force: bool) -> dict[str, dict]:
     """The stored results these settings can reuse; one made with other settings is refused (never mix settings
-    in one report) unless ``force`` (then everything runs again)."""
+    in one report). ``force`` deletes the stored results of these settings' bridges first, so all of them run
+    again, and a forced report cut short continues without ``force``."""
     done = {}
     for name in settings.names:
         path = result_path(out, name)
-        if force or not path.is_file():
+        if force:
+            path.unlink(missing_ok=True)
+        if not path.is_file():
             continue
         row = json.loads(path.read_text())
         if row.get("signature") != signature(settings, name):
@@ -126,12 +129,13 @@ def run_report(settings: ReportSettings, out: str | Path, command: str = "", for
     out = Path(out)
     check(settings)
     names = check_names(list(settings.presets), list(settings.pairs))
+    if settings.data and not (Path(settings.data) / "test_mc-text.json").is_file():
+        raise ConfigError(f"--data {settings.data} is not a Shapes export with the mc-text files (vlbridge data shapes "
+                          "--out DIR)")
     done = stored_results(out, settings, force)  # before any work: refuse mixed settings at once
     if settings.threads:
         torch.set_num_threads(settings.threads)
     data = Path(settings.data) if settings.data else shapes_folder(out / "data", settings.scenes, settings.data_seed)
-    if not (data / "test_mc-text.json").is_file():
-        raise ConfigError(f"{data} is not a Shapes export with the mc-text files (vlbridge data shapes --out DIR)")
     sets = EvalSets.read(data, settings.eval_samples)
     for i, name in enumerate(names):
         path = result_path(out, name)
