@@ -50,8 +50,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="recipe override for every bridge, e.g. --set train.lr=5e-4 (repeatable)")
     parser.add_argument("--bridge-set", action="append", default=[], metavar="BRIDGE:KEY=VALUE",
-                        help="recipe override for one bridge, e.g. 'perceiver->input_space:train.lr=1e-4' (repeatable)")
-    parser.add_argument("--force", action="store_true", help="delete the stored results of the bridges named, and train and measure them again")
+                        help="recipe override for one bridge, e.g. 'perceiver->input_space:train.lr=1e-4' "
+                             "(repeatable)")
+    parser.add_argument("--force", action="store_true",
+                        help="delete the stored results of the bridges named, and train and measure them again")
 
 
 SIZES = ("steps", "batch_size", "scenes", "eval_samples", "repeats", "new_tokens")

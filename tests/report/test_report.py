@@ -129,7 +129,7 @@ def test_quick_report_end_to_end(tiny_llama_dir, tiny_dinov2_dir, shapes_dir, tm
     assert json.loads((out / "report.json").read_text())["bridges"] == bridges
     capsys.readouterr()
     assert main([*args, "--steps", "2"]) == 2
-    assert "--force" in capsys.readouterr().err
+    assert "steps: 3 there, 2 now); run with --force" in capsys.readouterr().err
     assert main([*args, "--steps", "2", "--force", "--presets", "llava", "--pairs"]) == 0
     forced = json.loads((out / "report.json").read_text())
     assert [b["name"] for b in forced["bridges"]] == ["llava"] and len(forced["bridges"][0]["loss_curve"]) == 2

@@ -69,9 +69,13 @@ def summary(values: list[float]) -> dict:
     return {"mean": mean, "stderr": error, "count": len(values)}
 
 
-def short_answers(built, recipe, images, samples: list[Sample], tokens: int, batch_size: int) -> dict:
+def greedy(built, recipe, images, samples: list[Sample], tokens: int, batch_size: int) -> list[str]:
     collator = prompt_collator(built, recipe, images)
-    predictions = generate_answers(built.model, built.tokenizer, collator, samples, GenerationSettings(tokens, batch_size))
+    return generate_answers(built.model, built.tokenizer, collator, samples, GenerationSettings(tokens, batch_size))
+
+
+def short_answers(built, recipe, images, samples: list[Sample], tokens: int, batch_size: int) -> dict:
+    predictions = greedy(built, recipe, images, samples, tokens, batch_size)
     correct = [100 * score_sample(s, p)["exact_match"] for s, p in zip(samples, predictions)]
     return {**summary(correct), "by_type": by_task(samples, predictions).get("short", {}),
             "examples": [{"question": s.prompt_turns[-1].text.replace("<image>", "").strip(), "answer": s.answer,
@@ -85,8 +89,7 @@ def multiple_choice(built, recipe, images, samples: list[Sample]) -> dict:
 
 
 def captions(built, recipe, images, samples: list[Sample], tokens: int, batch_size: int) -> dict:
-    collator = prompt_collator(built, recipe, images)
-    predictions = generate_answers(built.model, built.tokenizer, collator, samples, GenerationSettings(tokens, batch_size))
+    predictions = greedy(built, recipe, images, samples, tokens, batch_size)
     scores = caption_scores({s.id: references(s) for s in samples}, {s.id: p for s, p in zip(samples, predictions)})
     return {**summary([100 * v["CIDEr"] for v in scores["per_image"].values()]),
             "examples": [{"reference": references(s)[0], "prediction": p}

@@ -65,8 +65,9 @@ def type_table(bridges: list[dict]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for kind in kinds:
         count = next(table[kind]["count"] for table in tables if kind in table)
-        rows.append([kind, str(count), *(score({"mean": t[kind]["exact_match"], "stderr": t[kind]["exact_match_stderr"]})
-                                         if kind in t else MISSING for t in tables)])
+        cells = [score({"mean": t[kind]["exact_match"], "stderr": t[kind]["exact_match_stderr"]})
+                 if kind in t else MISSING for t in tables]
+        rows.append([kind, str(count), *cells])
     return ["question type", "n", *(r["name"] for r in bridges)], rows
 
 
@@ -94,12 +95,14 @@ def settings_lines(report: dict) -> list[str]:
         f"LM `{s['lm']}` (frozen), vision encoder `{s['encoder']}` (frozen, features cached; none for a connector "
         f"that reads pixels), Shapes data `{report['data']['folder']}`.",
         f"Every bridge: {s['steps']} steps of batch {s['batch_size']}, seed {s['seed']} (the same batches in the same "
-        "order), on Shapes short answers, multiple-choice option texts and captions together; only the bridge trains.",
+        "order), on Shapes short answers, multiple-choice option texts and captions together; only the bridge "
+        "trains.",
         f"Scored on {test['short']} short-answer questions, {test['mc']} multiple-choice questions and "
-        f"{test['captions']} captioned test images. Image-blind baselines: majority answer {pct(base['short_majority'])}, "
-        f"question-type prior {pct(base['short_question_type_prior'])} (short answers); chance "
-        f"{pct(base['mc_chance'])} (multiple choice).",
-        f"Machine: torch {machine['torch']}, {machine['threads']} threads, {machine['cpu']}, Python {machine['python']}.",
+        f"{test['captions']} captioned test images. Image-blind baselines: majority answer "
+        f"{pct(base['short_majority'])}, question-type prior {pct(base['short_question_type_prior'])} (short answers); "
+        f"chance {pct(base['mc_chance'])} (multiple choice).",
+        f"Machine: torch {machine['torch']}, {machine['threads']} threads, {machine['cpu']}, Python "
+        f"{machine['python']}.",
     ]
 
 
@@ -142,8 +145,10 @@ def html_page(report: dict, images: dict[str, bytes]) -> str:
     items = "".join(f"<li>{html.escape(line)}</li>" for line in settings_lines(report))
     missing = (f"<p><b>Not run yet</b> (run the command again to continue): "
                f"{html.escape(', '.join(report['missing']))}.</p>") if report["missing"] else ""
-    plots = f"<p>{PENDING}</p>" if report["missing"] else "".join(f"<figure><img alt='{html.escape(PLOTS[file][0])}' src='data:image/png;base64,"
+    plots = "".join(f"<figure><img alt='{html.escape(PLOTS[file][0])}' src='data:image/png;base64,"
                     f"{base64.b64encode(data).decode()}'></figure>" for file, data in images.items())
+    if report["missing"]:
+        plots = f"<p>{PENDING}</p>"
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in NOTES)
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>vlbridge report</title><style>{STYLE}</style>"
             f"</head><body><h1>Bridges side by side</h1><ul>{items}</ul>{missing}"

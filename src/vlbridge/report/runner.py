@@ -39,8 +39,11 @@ def stored_results(out: Path, settings: ReportSettings, force: bool) -> dict[str
         if not path.is_file():
             continue
         row = json.loads(path.read_text())
-        if row.get("signature") != signature(settings, name):
-            raise ConfigError(f"{path} holds {name} measured with other settings ({row.get('signature')}); run with "
+        stored, expected = row.get("signature") or {}, signature(settings, name)
+        if stored != expected:
+            changed = [f"{key}: {stored.get(key)!r} there, {expected.get(key)!r} now"
+                       for key in sorted(set(stored) | set(expected), key=str) if stored.get(key) != expected.get(key)]
+            raise ConfigError(f"{path} holds {name} measured with other settings ({'; '.join(changed)}); run with "
                               "--force to redo it, or choose another --out")
         done[name] = row
     return done
