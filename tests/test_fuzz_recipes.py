@@ -122,6 +122,7 @@ def check_loaded(recipe: Recipe, values: dict) -> None:
 def test_recipe_values_load_exactly_or_fail_naming_the_key(tmp_path, values):
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(values, allow_unicode=True))
+    values = yaml.safe_load(path.read_text())  # what the file says (PyYAML writes "\x85" and reads it as " ")
     try:
         recipe = load_recipe(path)
     except ConfigError as error:
@@ -208,8 +209,11 @@ def test_set_strings_load_or_fail_naming_what_is_wrong(overrides):
         return
     event("outcome: loaded")
     values: dict = {}
-    for item in overrides:  # the last --set of a key wins, as documented
+    for item in overrides:  # each --set puts its value at its key path; the last of a key wins, as documented
         key, _, raw = item.partition("=")
-        section, _, name = key.partition(".")
-        values.setdefault(section, {})[name] = yaml.safe_load(raw)
+        *parents, last = key.split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(raw)
     check_loaded(recipe, values)

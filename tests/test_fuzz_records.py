@@ -95,7 +95,7 @@ def apply(change: str, record: dict, draw) -> None:
         record.pop("id", None)
     elif change == "image junk":
         record["image"] = draw(JUNK)
-    elif change == "frame junk" and isinstance(record.get("image"), list):
+    elif change == "frame junk" and isinstance(record.get("image"), list) and record["image"]:
         record["image"][draw(st.integers(0, len(record["image"]) - 1))] = draw(JUNK)
     elif change == "empty clip":
         record["image"] = []
