@@ -8,7 +8,7 @@ tasks are pure functions of the model's outputs: the CLI passes batched generati
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vlbridge.data.sample import Sample, Turn
@@ -40,9 +40,9 @@ class TaskResult:
 
 
 def prompt_only(sample: Sample, user_text: str) -> Sample:
-    """``sample`` asked ``user_text`` instead of its own conversation (what generation conditions on)."""
-    return Sample(id=sample.id, turns=(Turn("user", user_text),), image=sample.image, source=sample.source,
-                  meta=sample.meta)
+    """``sample`` asked ``user_text`` instead of its own conversation (what generation conditions on): the same
+    image or clip, record and position."""
+    return replace(sample, turns=(Turn("user", user_text),))
 
 
 def require_items(samples: Sequence[Sample], what: str) -> None:
