@@ -31,8 +31,7 @@ import torch
 
 from vlbridge.bridges.qformer.retrieval import evaluate_retrieval as qformer_retrieval
 from vlbridge.data.llava_json import read_llava_json
-from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
-from vlbridge.data.shapes_export import export_shapes
+from vlbridge.data.shapes_folder import shapes_folder
 from vlbridge.eval.loss import validation_loss
 from vlbridge.eval.retrieval import MAX_TEXT_TOKENS, text_tokenizer_for, tokenize_texts
 from vlbridge.metrics.caption import caption_scores
@@ -43,14 +42,6 @@ from vlbridge.runs import image_loader
 from vlbridge.train.trainer import train
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "blip2"
-
-
-def shapes_data(out: Path, n: int, seed: int) -> Path:
-    """The Shapes export (LLaVA caption JSON + COCO captions), made once per (n, seed)."""
-    folder = out / f"shapes_n{n}_seed{seed}"
-    if not (folder / "manifest.json").is_file():
-        export_shapes(generate_shapes(ShapesConfig(n=n, seed=seed)), folder, ["llava", "coco"], workers=2)
-    return folder
 
 
 def chance_recall(num_images: int, captions_per_image: int, k: int) -> dict[str, float]:
@@ -153,7 +144,7 @@ def main(argv=None) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    data = shapes_data(out, args.n, args.data_seed)
+    data = shapes_folder(out, args.n, args.data_seed, formats=("llava", "coco"))  # LLaVA captions + COCO layout
     common = [f"data.train={data / 'train_caption.json'}", f"data.val={data / 'val_caption.json'}",
               f"data.image_root={data}", f"train.seed={args.seed}", f"train.threads={args.threads}",
               "train.eval_samples=0", "train.save_every=0"]

@@ -54,6 +54,7 @@ import sys
 import time
 from pathlib import Path
 
+from vlbridge.data.shapes_folder import shapes_folder
 from vlbridge_cli.demo import COMMON_SETTINGS, DEMO_SETTINGS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -109,18 +110,8 @@ def pick(names: str, valid: dict, what: str) -> list[str]:
 
 # --- one (configuration, task) ------------------------------------------------------------------
 def shapes_data(out: Path, n: int, seed: int, scienceqa: bool = False) -> Path:
-    """The Shapes export (LLaVA JSON, and ScienceQA's layout when ``scienceqa``), made once per (n, seed);
-    exported again (the same bytes) when an earlier export lacks the ScienceQA layout or the mc-text files."""
-    from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
-    from vlbridge.data.shapes_export import export_shapes
-
-    folder = out / f"shapes_n{n}_seed{seed}"
-    manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").is_file() else {}
-    formats, llava_files = manifest.get("formats", []), manifest.get("files", {}).get("llava", {})
-    if "train_mc-text" not in llava_files or (scienceqa and "scienceqa" not in formats):
-        export_shapes(generate_shapes(ShapesConfig(n=n, seed=seed)), folder,
-                      ["llava", "scienceqa"] if scienceqa else ["llava"], workers=2)
-    return folder
+    """The Shapes export (LLaVA JSON, and ScienceQA's layout when ``scienceqa``), made once per (n, seed)."""
+    return shapes_folder(out, n, seed, formats=("llava", "scienceqa") if scienceqa else ("llava",))
 
 
 def data_settings(task: str, data: Path) -> list[str]:

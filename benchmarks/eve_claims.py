@@ -49,6 +49,7 @@ import torch
 
 from vlbridge.data.llava_json import read_llava_json, write_json_atomic
 from vlbridge.data.sample import Sample, Turn
+from vlbridge.data.shapes_folder import shapes_folder
 from vlbridge.eval.generate_answers import GenerationSettings, generate_answers
 from vlbridge.eval.scoring import majority_baseline, question_type_baseline, score_sample
 from vlbridge.flops import count_flops
@@ -137,19 +138,6 @@ def accuracy(built, recipe, test: list[Sample], seed: int) -> dict:
 
 
 # --- runs --------------------------------------------------------------------------------------------------------
-def shapes_data(args) -> Path:
-    """The Shapes export (LLaVA JSON), made once with ``vlbridge data shapes``."""
-    from vlbridge_cli.main import main as vlbridge
-
-    folder = args.out / f"shapes_n{args.scenes}_seed{args.data_seed}_px{args.image_size}"
-    if not (folder / "manifest.json").is_file():
-        code = vlbridge(["data", "shapes", "--out", str(folder), "--n", str(args.scenes), "--seed",
-                         str(args.data_seed), "--image-size", str(args.image_size), "--formats", "llava"])
-        if code:
-            raise SystemExit(f"vlbridge data shapes failed ({code})")
-    return folder
-
-
 def overrides(name: str, args, data: Path) -> list[str]:
     """Run ``name``'s settings over its recipe: data, steps, batch, seed, where it starts from, the user's."""
     kind, stage, pal, parent = RUNS[name]
@@ -370,7 +358,7 @@ def main(argv=None) -> int:
     keep_freed_memory()  # as the vlbridge command does
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = shapes_data(args)
+    data = shapes_folder(args.out, args.scenes, args.data_seed, args.image_size)
 
     def first(items, n):
         return items[:n] if n else items

@@ -45,6 +45,7 @@ import torch
 
 from vlbridge.bridges.qformer.objective import references
 from vlbridge.data.llava_json import read_llava_json
+from vlbridge.data.shapes_folder import shapes_folder
 from vlbridge.eval.generate_answers import GenerationSettings
 from vlbridge.eval.loss import validation_loss
 from vlbridge.eval.scoring import score_sample
@@ -61,17 +62,6 @@ ARMS = {  # name -> (description, recipe, uses stage 1)
     "c": ("VAdapter without stage 1", "stage2.yaml", False),
     "d": ("1-layer resampler only", "perceiver_baseline.yaml", False),
 }
-
-
-def shapes_data(out: Path, n: int, seed: int) -> Path:
-    """The Shapes export (LLaVA JSON), made once per (n, seed)."""
-    from vlbridge.data.shapes_dataset import ShapesConfig, generate_shapes
-    from vlbridge.data.shapes_export import export_shapes
-
-    folder = out / f"shapes_n{n}_seed{seed}"
-    if not (folder / "manifest.json").is_file():
-        export_shapes(generate_shapes(ShapesConfig(n=n, seed=seed)), folder, ["llava"], workers=2)
-    return folder
 
 
 MOTION_TYPES = ("direction", "moved_count")  # the clip questions only motion answers (src/vlbridge/data/shapes_clip_questions.py)
@@ -247,7 +237,7 @@ def main(argv=None) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    data = args.data or shapes_data(out, args.n, 0)
+    data = args.data or shapes_folder(out, args.n, 0)
     val_captions = list(read_llava_json(data / "val_caption.json", image_root=data))
     val_short = list(read_llava_json(data / "val_short.json", image_root=data))
     val_captions = val_captions[:args.final_captions or None]
