@@ -147,7 +147,7 @@ def _need(args, *names: str) -> None:
         raise ConfigError(f"{what} needs {' and '.join(missing)}")
 
 
-def _caption_data(args):
+def _caption_data(args, outside: dict):
     """Samples (one per image) and the data record of --coco or --karpathy."""
     from vlbridge.datasets.coco import read_coco_captions, read_karpathy_split
 
@@ -158,30 +158,34 @@ def _caption_data(args):
     if args.coco:
         if args.split:
             raise ConfigError("--split is for --karpathy (a COCO annotation file is one split)")
-        samples = read_coco_captions(args.coco, image_dir=args.images)
+        samples = read_coco_captions(args.coco, image_dir=args.images, **outside)
         return samples, {"coco": args.coco, "images": args.images}, Path(args.coco).stem
     split = args.split or "test"
-    samples = read_karpathy_split(args.karpathy, split, image_root=args.images)
+    samples = read_karpathy_split(args.karpathy, split, image_root=args.images, **outside)
     record = {"karpathy": args.karpathy, "split": split, "images": args.images}
     return samples, record, f"{Path(args.karpathy).stem}-{split}"
 
 
-def load_data(args, on_bad_record: str = "raise"):
+def load_data(args, on_bad_record: str = "raise", allow_outside_images: bool = False):
     """(samples, data record for the report, name for the default report file); the readers that can skip a bad
-    record (LLaVA JSON, ScienceQA) do so under ``on_bad_record="skip"`` and list it in the samples' ``skipped``."""
+    record (LLaVA JSON, ScienceQA) do so under ``on_bad_record="skip"`` and list it in the samples' ``skipped``.
+    Image paths that leave the image folder are bad records unless ``allow_outside_images`` (the run's
+    ``data.allow_outside_images``, or ``--set data.allow_outside_images=true``)."""
+    outside = {"allow_outside_images": allow_outside_images}
     if args.task is None:
         from vlbridge.data.llava_json import read_llava_json
 
         _need(args, "data")
-        samples = read_llava_json(args.data, image_root=args.images, on_error=on_bad_record)
+        samples = read_llava_json(args.data, image_root=args.images, on_error=on_bad_record, **outside)
         return samples, {"data": args.data, "images": args.images}, Path(args.data).stem
     if args.task in ("caption", "retrieval"):
-        return _caption_data(args)
+        return _caption_data(args, outside)
     if args.task == "vqa":
         from vlbridge.datasets.vqav2 import read_vqav2
 
         _need(args, "questions", "annotations", "images")
-        samples = read_vqav2(args.questions, args.annotations, image_dir=args.images, image_pattern=args.image_pattern)
+        samples = read_vqav2(args.questions, args.annotations, image_dir=args.images, image_pattern=args.image_pattern,
+                             **outside)
         record = {"questions": args.questions, "annotations": args.annotations, "images": args.images,
                   "image_pattern": args.image_pattern}
         return samples, record, Path(args.questions).stem
@@ -189,7 +193,8 @@ def load_data(args, on_bad_record: str = "raise"):
 
     _need(args, "scienceqa")
     split = args.split or "test"
-    samples = read_scienceqa(args.scienceqa, split, use_captions=args.scienceqa_captions, on_error=on_bad_record)
+    samples = read_scienceqa(args.scienceqa, split, use_captions=args.scienceqa_captions, on_error=on_bad_record,
+                             **outside)
     record = {"scienceqa": args.scienceqa, "split": split, "captions": args.scienceqa_captions}
     return samples, record, f"{Path(args.scienceqa).resolve().name}-{split}"
 
@@ -335,7 +340,7 @@ def run(args) -> int:
     template, prompt_source = None, None
     if args.task in ("caption", "vqa", "multiple-choice"):
         template, prompt_source = choose_prompt(args.task, args.prompt, meta.get(META_KEY, {}), args.task_prompt)
-    samples, data, name = load_data(args, bad.policy)
+    samples, data, name = load_data(args, bad.policy, recipe.data.allow_outside_images)
     bad.add_skipped_on_read("data", getattr(samples, "skipped", []))
     samples = list(samples[: args.limit] if args.limit else samples)
     choose_by = args.choose_by or "generation"
@@ -376,6 +381,6 @@ def run(args) -> int:
     if table := tables(result):
         print(table)
     if bad.entries:
-        print(f"{bad.summary()}; listed in the report (skipped_records)")
+        print(f"{bad.summary()}\n  (all listed in the report under skipped_records)")
     print(f"wrote {out}" + (f" and {results_file}" if results_file else ""))
     return 0

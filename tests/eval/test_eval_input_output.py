@@ -57,6 +57,21 @@ def test_a_bad_record_raises_by_default_and_a_bad_policy_is_refused(bad_file, re
     assert "data.on_bad_record='bogus'" in capsys.readouterr().err
 
 
+def test_an_image_outside_the_image_folder_is_refused_unless_the_recipe_allows_it(shapes, recipe_file, tmp_path,
+                                                                                   capsys):
+    record = json.loads((shapes / "train_short.json").read_text())[0]
+    record["image"] = str((shapes / record["image"]).resolve())  # an absolute path
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "data" / "outside.json"
+    path.write_text(json.dumps([record]))
+    argv = ["eval", "--recipe", str(recipe_file), "--data", str(path), "--images", str(tmp_path / "data"),
+            "--max-new-tokens", "1", "--out", str(tmp_path / "report.json")]
+    assert main(argv) == 2
+    assert "image" in capsys.readouterr().err
+    assert main([*argv, "--set", "data.allow_outside_images=true"]) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["scores"]["short"]["count"] == 1
+
+
 @pytest.mark.parametrize("where", ["under_a_file", "a_folder"])
 def test_an_out_it_cannot_write_is_refused_before_any_work(where, shapes, recipe_file, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(evaluate, "load_model", lambda args: pytest.fail("the model must not be built"))
