@@ -129,7 +129,7 @@ def common_settings(args, data: Path, run: Path, steps: int, lr: float, val: str
             f"train.batch_size={args.batch}", f"train.lr={lr}", f"train.warmup_steps={max(1, steps // 20)}",
             f"train.eval_every={args.eval_every}", f"train.eval_samples={args.eval_captions}", "train.eval_loss=true",
             f"train.seed={args.seed}", f"train.threads={args.threads}", "train.save_every=0",
-            f"train.output_dir={run}", f"eval.max_new_tokens={args.caption_tokens}"]
+            f"train.output_dir={run}", f"eval.max_new_tokens={args.caption_tokens}", *args.overrides]
 
 
 def final_scores(built, recipe, val_captions: list, val_short: list, args) -> dict:
@@ -218,6 +218,8 @@ def main(argv=None) -> int:
     parser.add_argument("--answer-tokens", type=int, default=6, help="greedy tokens per short answer")
     parser.add_argument("--seed", type=int, default=0, help="training seed of every run")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe override for every run (stage 1 and every arm), e.g. train.precision=fp32")
     parser.add_argument("--clips", type=int, default=0, help="Shapes clips for (a) vs (b) on clips (0 = no clip part)")
     parser.add_argument("--clip-arms", default="a,b", help="which of (a), (b) train on clips")
     parser.add_argument("--frames", type=int, default=4, help="frames per clip")

@@ -50,13 +50,15 @@ def test_the_clip_part_alone_reuses_the_stage_one_run(tiny_llama_dir, tiny_dinov
     common = ["--out", str(out), "--quick", "--data", str(shapes_dir), "--lm", str(tiny_llama_dir), "--tiny-lm",
               str(tiny_llama_dir), "--tiny-layers", "1", "--tiny-width", "64", "--encoder", str(tiny_dinov2_dir),
               "--vision-layer", "-1", "--latents", "3", "--heads", "2", "--head-dim", "8", "--threads", "1",
-              "--arms", "none", "--clips", "10", "--frames", "2", "--clip-arms", "b"]
+              "--arms", "none", "--clips", "10", "--frames", "2", "--set", "train.warmup_steps=2", "--clip-arms", "b"]
     assert script.main(common) == 0
     assert "reusing" not in capsys.readouterr().out
     assert script.main(common) == 0  # again: stage 1 is not trained twice
     assert "reusing the stage-1 run" in capsys.readouterr().out
     report = json.loads((out / "vadapter_convergence_clips.json").read_text())
     assert set(report["clips"]) == {"b"} and report["arms"] == {}
+    recipe = (out / "clips_b" / "recipe.yaml").read_text()  # --set reaches every run
+    assert "warmup_steps: 2" in recipe and "warmup_steps: 2" in (out / "stage1" / "recipe.yaml").read_text()
     assert not (out / "vadapter_convergence.json").exists()
     with pytest.raises(SystemExit, match="clip-arms"):
         script.main([*common[:-1], "c"])
