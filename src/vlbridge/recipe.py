@@ -18,6 +18,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from vlbridge.errors import ConfigError
+from vlbridge.precision import PRECISIONS
 from vlbridge.text.tokenize import TRUNCATION_POLICIES
 from vlbridge.train.guards import BAD_RECORD_POLICIES, NONFINITE_POLICIES
 
@@ -56,6 +57,8 @@ class ModelConfig:
     init_from: str | None = None  # a run (or checkpoint) folder whose trained tensors initialise this model's tensors
     # of the same name and shape before training, e.g. BLIP-2 stage 2 from stage 1 (the Q-Former and ln_vision);
     # what was loaded and what was not is logged and kept in report.json. Not a resume: see `train --resume`
+    precision: str = "auto"  # auto | fp32 | bf16: the dtype the frozen LM, vision encoder and teacher are stored and
+    # run in; auto = bf16 on a CPU with AMX / AVX-512-bf16 or a GPU with native bf16, else fp32 (docs/precision.md)
 
 
 @dataclass
@@ -91,7 +94,8 @@ class TrainConfig:
     warmup_steps: int = 10  # linear warm-up steps before the cosine decay
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
     clip_grad: float = 1.0  # max global gradient norm; 0 = no clipping
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: str = "auto"  # auto | fp32 | bf16: the trained parts' matrix products in training (bf16: autocast;
+    # their parameters, gradients and optimizer state stay fp32); auto = as model.precision resolves (docs/precision.md)
     trainable: list[str] = field(default_factory=lambda: ["bridge", "lora", "vision_adapters"])  # parameter groups
     eval_every: int = 50  # evaluate every N steps (0 = only at the end)
     eval_samples: int = 100  # validation samples used by periodic evaluation (0 = all)
@@ -182,6 +186,8 @@ VALID: dict[str, tuple[Callable[[Any], bool], object]] = {
     "data.max_length": _at_least(1),
     "data.truncation": _one_of(TRUNCATION_POLICIES),
     "data.on_bad_record": _one_of(BAD_RECORD_POLICIES),
+    "model.precision": _one_of(PRECISIONS),
+    "train.precision": _one_of(PRECISIONS),
     "train.steps": _at_least(1),
     "train.batch_size": _at_least(1),
     "train.grad_accum": _at_least(1),

@@ -14,6 +14,7 @@ from vlbridge.build import Built, build_model
 from vlbridge.encoders.feature_cache import FeatureCache
 from vlbridge.errors import ConfigError
 from vlbridge.image_inputs import CachedFeatures, PixelImages, WithTeacher
+from vlbridge.precision import resolve as resolve_precision
 from vlbridge.recipe import Recipe, load_recipe
 from vlbridge.train.checkpoint import (RECIPE, SOURCES, initialise_from, load_trained_weights, read_meta,
                                        read_state, resolve_checkpoint)
@@ -82,6 +83,7 @@ def load_run(folder: str | Path, overrides: list[str] = (), allow_unidentified: 
     for name, parameter in built.model.named_parameters():
         parameter.requires_grad_(name in held)  # the identity fingerprints what stays frozen
     load_trained_weights(built.model, folder, recipe, allow_unidentified=allow_unidentified)
+    resolve_precision(recipe.model.precision, recipe.train.precision).apply(built.model)  # frozen parts: bf16 or fp32
     return built, recipe
 
 
@@ -97,4 +99,5 @@ def load_model(run: str | Path | None = None, recipe: str | Path | None = None,
     loaded = load_recipe(recipe, list(overrides))
     built = build_seeded(loaded)
     apply_trainable(built.model, loaded.train.trainable)
+    resolve_precision(loaded.model.precision, loaded.train.precision).apply(built.model)
     return built, loaded

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from vlbridge.bridges.connectors.base import Connector
 from vlbridge.bridges.injections.base import Injection
 from vlbridge.bridges.spec import FEATURE_KINDS
+from vlbridge.precision import module_dtype
 
 
 class Bridge(nn.Module):
@@ -66,6 +67,10 @@ class Bridge(nn.Module):
         and each row's count of valid vectors (B,), or None when every image gives n'. Clips (a connector that
         takes them): grid (B, F, v, d_v) and pooled (B, F, d_v), one vector per frame when pooled. ``prompt``:
         (B, T) token ids and mask, left-padded, for a connector that reads the prompt (``reads_prompt``)."""
+        # a frozen encoder stored in bf16 gives bf16 features; the trained connector reads its own dtype (fp32)
+        dtype = module_dtype(self.connector)
+        grid = grid.to(dtype) if grid is not None else None
+        pooled = pooled.to(dtype) if pooled is not None else None
         text = {}
         if self.connector.reads_prompt:
             if prompt is None:

@@ -54,15 +54,20 @@ class FeatureCache:
         self.repaired = 0  # entries found corrupt, deleted and recomputed
 
     @classmethod
-    def for_encoder(cls, folder: str | Path, encoder: VisionEncoder, dtype: torch.dtype = torch.float32) -> "FeatureCache":
-        """A cache for ``encoder``'s features; refuses an encoder whose features can change."""
+    def for_encoder(cls, folder: str | Path, encoder: VisionEncoder, dtype: torch.dtype | None = None) -> "FeatureCache":
+        """A cache for ``encoder``'s features; refuses an encoder whose features can change. The features are
+        stored in ``dtype`` (None: the encoder's own, so a bf16 encoder's take half the disk) and keyed by the dtype
+        the encoder computes in: an encoder stored in bf16 (vlbridge.precision) never reads an fp32 encoder's
+        features, nor the other way round."""
         if not encoder.frozen:
             raise ConfigError("feature cache: the vision encoder is trainable (frozen=False); its features change "
                               "during training and cannot be cached. Freeze it or disable the feature cache.")
         if encoder.adapters is not None:
             raise ConfigError("feature cache: the vision encoder has trainable adapters; its features change "
                               "during training and cannot be cached. Remove the adapters or disable the feature cache.")
-        return cls(folder, encoder.identity, dtype=dtype)
+        computed = encoder.dtype
+        identity = encoder.identity if computed == torch.float32 else f"{encoder.identity}|computed in {computed}"
+        return cls(folder, identity, dtype=dtype or computed)
 
     def path_for(self, image_path: str | Path) -> Path:
         digest = file_digest(Path(image_path))

@@ -106,10 +106,12 @@ class VisionEncoder(nn.Module):
             block.register_forward_hook(partial(self._adapter_block_hook, i))
 
     def _adapter_ffn_hook(self, i: int, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        self._adapter_outputs[i] = self.adapters[i](args[0])
+        # a trained adapter stays fp32 beside a backbone stored in bf16 (vlbridge.precision)
+        adapter = self.adapters[i]
+        self._adapter_outputs[i] = adapter(args[0].to(adapter.down.weight.dtype))
 
     def _adapter_block_hook(self, i: int, module: nn.Module, args: tuple, output):
-        delta = self._adapter_outputs.pop(i)
+        delta = self._adapter_outputs.pop(i).to((output[0] if isinstance(output, tuple) else output).dtype)
         if isinstance(output, tuple):
             return (output[0] + delta, *output[1:])
         return output + delta
@@ -143,7 +145,13 @@ class VisionEncoder(nn.Module):
         """PIL images of any mode and size -> (B, 3, H, W) with the backbone's own preprocessing."""
         return preprocess_images(images, self.backbone.preprocessing)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The backbone's dtype (fp32, or bf16 once stored so: vlbridge.precision); its features come in it."""
+        return next(p.dtype for p in self.model.parameters() if p.is_floating_point())
+
     def forward(self, pixel_values: torch.Tensor) -> VisionFeatures:  # (B, 3, H, W)
+        pixel_values = pixel_values.to(self.dtype)
         if self.backbone.kind == "cnn":
             feature_map = self.model.extract_features(pixel_values)  # (B, C, h, w)
             grid = feature_map.flatten(2).transpose(1, 2)  # (B, h*w, C)

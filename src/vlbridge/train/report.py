@@ -25,6 +25,7 @@ from vlbridge.cost import saved_activation_bytes
 from vlbridge.data.sample import Sample
 from vlbridge.errors import DataError
 from vlbridge.flops import LMShape, count_flops
+from vlbridge.precision import describe as describe_precision
 from vlbridge.image_inputs import WithTeacher
 from vlbridge.text.tokenize import IGNORE
 from vlbridge.train.parameter_groups import format_counts
@@ -176,6 +177,7 @@ def format_report(report: dict) -> str:
         f"{_si(f['bridge'], 'FLOP')}, vision encoder {_si(f['vision_encoder'], 'FLOP')}",
         f"training FLOPs per step {_si(report['train_flops_per_step'], 'FLOP')} (forward + backward)",
         f"activation memory per micro-batch ~{report['activation_bytes_per_micro_batch'] / 2**20:.1f} MiB (estimate)",
+        *([describe_precision(report["precision"])] if "precision" in report else []),
     ])
 
 

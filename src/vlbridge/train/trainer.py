@@ -26,6 +26,8 @@ import torch
 from tqdm import tqdm
 
 from vlbridge.build import Built, build_model
+from vlbridge.precision import recorded_precision
+from vlbridge.precision import resolve as resolve_precision
 from vlbridge.runs import image_loader, seed_everything
 from vlbridge.data.llava_json import write_json_atomic
 from vlbridge.datasets.duplicate_ids import describe_duplicates, find_duplicate_ids
@@ -38,8 +40,8 @@ from vlbridge.eval.training_prompts import META_KEY as PROMPTS, training_prompts
 from vlbridge.train.checkpoint import (META, initialise_from, load_trained_weights, model_identity, read_meta,
                                        save_weights)
 from vlbridge.train.data_order import DataOrder, shard
-from vlbridge.train.distributed import (OnDevice, full_parameters, gather, load_optimizer_state, make_accelerator,
-                                       reduce, trained_weights)
+from vlbridge.train.distributed import (OnDevice, full_parameters, gather, is_fsdp, load_optimizer_state,
+                                       make_accelerator, reduce, trained_weights)
 from vlbridge.train.guards import NONFINITE_POLICIES, BadRecords, NonFiniteError, is_finite, nonfinite_message
 from vlbridge.train.objectives import evaluate, get_objective  # noqa: F401 (evaluate: the lm objective's, public here)
 from vlbridge.recipe import Recipe, load_recipe, save_recipe
@@ -50,9 +52,6 @@ from vlbridge.train.run_folder import describe as describe_files
 from vlbridge.train.run_folder import prepare_new_run, prepare_resumed_run, remove_run_files
 from vlbridge.train.state import (prune, remove_partial, restore_rng, resumable_checkpoint, resume_conflicts,
                                   save_training_checkpoint)
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-
 
 class MetricsLog:
     """metrics.jsonl (always) and TensorBoard (when installed); ``lines`` keeps what was written so a
@@ -122,8 +121,6 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     if resume is not None and overwrite:
         raise ConfigError("--resume continues a run and --overwrite replaces it: give one of them")
     cfg, data = recipe.train, recipe.data
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {cfg.precision!r}; valid: {sorted(PRECISIONS)}")
     if cfg.on_nonfinite not in NONFINITE_POLICIES:
         raise ConfigError(f"train.on_nonfinite={cfg.on_nonfinite!r}; valid: {list(NONFINITE_POLICIES)}")
     bad = BadRecords(data.on_bad_record)
@@ -163,6 +160,10 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     accelerator.wait_for_everyone()
     metrics = MetricsLog(out, enabled=main, lines=state.metric_lines if state else [])
 
+    # a resumed run keeps the precision it recorded; a new one resolves `auto` on this machine (vlbridge.precision)
+    precision = resolve_precision(recipe.model.precision, cfg.precision, accelerator.device, fsdp=is_fsdp(accelerator),
+                                  recorded=recorded_precision(read_meta(state.folder)) if state is not None else None)
+
     # 1. model, and what trains
     seed_everything(cfg.seed)  # also the data order's and dropout's
     built = built or build_model(recipe.model, training=True)
@@ -175,9 +176,10 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     if not trainable:
         raise ConfigError(f"train.trainable={cfg.trainable} selects no parameters of this model")
     initialised = initialise_from(model, recipe.model.init_from, log) if recipe.model.init_from else None
-    identity = model_identity(model, set(model.trainable_parameters()))
+    identity = {**model_identity(model, set(model.trainable_parameters())), "precision": precision.to_meta()}
     if state is not None:  # before any wrapping: the checkpoint is checked against this very model
         load_trained_weights(model, state.folder, recipe, expected=set(model.trainable_parameters()))
+    precision.apply(model, training=True)  # once what trains is known: trained parameters stay fp32
 
     # 2. data (bad records raise, or are skipped and reported at the end: never silently)
     train_set, val_set = read_training_set(data, "train"), read_training_set(data, "val")  # data.format's reader
@@ -211,7 +213,8 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     # 3. what this run trains and costs, before the first step
     report = objective.report(built, counts, cfg.trainable, train_collator, list(train_set),
                               samples_per_micro_batch=cfg.batch_size, micro_batches_per_step=cfg.grad_accum * world,
-                              cached_features=images.cached, precision=cfg.precision)
+                              cached_features=images.cached, precision=precision.activations)
+    report["precision"] = precision.to_meta()
     if initialised is not None:
         report["init_from"] = initialised
     log(format_report(report))
@@ -227,8 +230,7 @@ def train(recipe: Recipe, built: Built | None = None, log=print, resume: str | P
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio))
     wrapped, optimizer = accelerator.prepare(objective.loss_module(model), optimizer)
-    autocast = torch.autocast(accelerator.device.type, dtype=PRECISIONS[cfg.precision]) \
-        if PRECISIONS[cfg.precision] else nullcontext()
+    autocast = precision.autocast(accelerator.device.type)
 
     # 5. resume: everything else of the training state, random generators last
     history, start = [], 0

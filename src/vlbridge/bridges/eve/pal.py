@@ -127,7 +127,8 @@ class PatchAligningLayer(nn.Module):
             target = (min(h, side), min(w, side))
             grid = _pool(grid.reshape(h, w, -1), target)  # (cells, K * d)
             truth = _pool(teacher[k].reshape(side, side, -1), target)  # (cells, C)
-            prediction = self(grid.reshape(grid.shape[0], len(self.levels), -1))
+            # an LM stored in bf16 gives bf16 hidden states; the trained aligner reads its own dtype (fp32)
+            prediction = self(grid.reshape(grid.shape[0], len(self.levels), -1).to(self.input_layer.weight.dtype))
             losses.append(1 - F.cosine_similarity(prediction, truth.to(prediction.dtype), dim=-1).mean())
         return torch.stack(losses).mean()
 

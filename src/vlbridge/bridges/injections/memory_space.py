@@ -319,7 +319,10 @@ class MemorySpaceInjection(Injection):
             raise RuntimeError("attach() the memory-space injection to the language model first")
         if self._memory is not None:
             raise RuntimeError("memory-space injections do not nest")
-        self._memory = SharedMemory(*self.memory(visual, has_image, visual_lengths))
+        keys, values = self.memory(visual, has_image, visual_lengths)
+        # cast once per batch to the dtype the LM is stored in (bf16: vlbridge.precision), not in every layer
+        dtype = language_model.model.get_input_embeddings().weight.dtype
+        self._memory = SharedMemory(keys.to(dtype), values.to(dtype))
         try:
             # n = 0: the image placeholder is removed and the LM sees the text only
             yield splice_visual_tokens(language_model.embed, input_ids, attention_mask, visual[:, :0], labels,

@@ -20,6 +20,7 @@ from vlbridge.data.sample import Sample
 from vlbridge.errors import ConfigError, DataError
 from vlbridge.eval.generate_answers import GenerationSettings
 from vlbridge.flops import count_flops
+from vlbridge.precision import module_dtype
 from vlbridge.train.distributed import full_parameters
 from vlbridge.train.parameter_groups import apply_trainable, group_of
 from vlbridge.train.report import readable_samples
@@ -106,10 +107,12 @@ class Stage1Loss(nn.Module):
 
     def grid(self, images: ImageInputs) -> Tensor:
         if images.grid is not None:
-            return images.grid
-        if self.vision_encoder is None:
+            grid = images.grid
+        elif self.vision_encoder is None:
             raise ValueError("the batch holds pixels but the model has no vision encoder")
-        return self.vision_encoder(images.pixel_values).grid
+        else:
+            grid = self.vision_encoder(images.pixel_values).grid
+        return grid.to(module_dtype(self.bridge.connector))  # a bf16 encoder's features, read in the Q-Former's dtype
 
     def forward(self, batch: CaptionBatch) -> Stage1Output:
         losses = self.bridge.connector.stage1(self.grid(batch.images), batch.text_ids, batch.attention_mask)
