@@ -98,7 +98,8 @@ class Precision:
     frozen: str  # fp32 | bf16: storage and activations of the frozen pretrained parts
     compute: str  # fp32 | bf16: the trained parts' products in training (autocast)
     requested: tuple[str, str]  # (model.precision, train.precision) as the recipe gave them
-    why: str  # how auto was resolved (the hardware, the environment, or the run being resumed); "" if not asked
+    why: str  # how model.precision's auto was resolved (hardware, environment or resumed run); "" if not asked
+    device: str = "cpu"  # the device type it was resolved for
 
     @property
     def frozen_dtype(self) -> torch.dtype:
@@ -125,12 +126,12 @@ class Precision:
         return describe(self.to_meta())
 
     def apply(self, model: nn.Module, training: bool = False) -> None:
-        """Store ``model``'s frozen parts in :attr:`frozen_dtype` (:func:`store_frozen`); for ``training`` with the LM
-        stored in bf16, also switch its attention to one whose backward is fast in bf16 on a CPU
+        """Store ``model``'s frozen parts in :attr:`frozen_dtype` (:func:`store_frozen`); for ``training`` on a CPU with
+        bf16 activations, also switch the LM's attention to one whose backward is fast in bf16 there
         (:mod:`vlbridge.cpu_bf16_attention`)."""
         store_frozen(model, self.frozen_dtype)
         language_model = getattr(model, "language_model", None)
-        if training and language_model is not None and module_dtype(language_model) == torch.bfloat16:
+        if training and language_model is not None and self.device == "cpu" and self.activations == "bf16":
             from vlbridge.cpu_bf16_attention import use_for_training
 
             use_for_training(language_model.model)
@@ -171,27 +172,26 @@ def resolve(model_precision: str, train_precision: str = "auto", device: torch.d
             recorded: dict | None = None, fsdp: bool = False) -> Precision:
     """The settings ``model.precision`` and ``train.precision`` give on ``device`` (default: :func:`default_device`).
 
-    ``recorded``: the precision a resumed run recorded (its checkpoint's ``meta.json`` ``precision``, or ``{}`` for
-    a run from before the setting existed, which trained in fp32): ``auto`` then keeps the run's own precision, so
-    the resumed run computes what the uninterrupted one would have. ``fsdp``: FSDP needs one dtype per module, so
-    ``auto`` gives fp32 and bf16 is refused.
+    ``model.precision: auto`` follows the hardware (:func:`bf16_support`); ``train.precision: auto`` follows what
+    ``model.precision`` resolved to. ``recorded``: the precision a resumed run recorded (its checkpoint's
+    ``meta.json`` ``precision``, or ``{}`` for a run from before the setting existed, which trained in fp32): ``auto``
+    then keeps the run's own precision, so the resumed run computes what the uninterrupted one would have, on any
+    machine. ``fsdp``: FSDP needs one dtype per module, so ``auto`` gives fp32 there and bf16 is refused.
 
     bf16 asked for on a device without native bf16 runs, after a warning saying why it will be slow."""
     check_value("model.precision", model_precision)
     check_value("train.precision", train_precision)
     device = torch.device(device) if device is not None else default_device()
-    why = ""
+    frozen, why = model_precision, ""
     if recorded is not None:
-        frozen = model_precision if model_precision != "auto" else recorded.get("frozen", "fp32")
-        compute = train_precision if train_precision != "auto" else recorded.get("compute", frozen)
-        if "auto" in (model_precision, train_precision):
+        if model_precision == "auto":
+            frozen = recorded.get("frozen", "fp32")
             why = recorded.get("why") or "the resumed run trained in fp32 (it records no precision)"
-        return Precision(frozen, compute, (model_precision, train_precision), why)
-    frozen = model_precision
-    if "auto" in (model_precision, train_precision):
-        automatic, why = _auto(device, fsdp)
-        frozen = automatic if model_precision == "auto" else model_precision
-    compute = frozen if train_precision == "auto" else train_precision
+        compute = recorded.get("compute", frozen) if train_precision == "auto" else train_precision
+    else:
+        if model_precision == "auto":
+            frozen, why = _auto(device, fsdp)
+        compute = frozen if train_precision == "auto" else train_precision
     if fsdp and frozen == "bf16":
         raise ConfigError("model.precision=bf16 cannot run under FSDP: FSDP flattens a module's parameters into one "
                           "tensor of one dtype, and the trained ones inside the LM stay fp32; use model.precision=fp32 "
@@ -199,10 +199,10 @@ def resolve(model_precision: str, train_precision: str = "auto", device: torch.d
     if "bf16" in (frozen, compute):
         support = bf16_support(device)
         if not support.fast:
-            logger.warning("bf16 asked for (model.precision=%s, train.precision=%s) but %s: it runs emulated, usually "
-                           "slower than fp32 (the frozen weights' memory still halves with model.precision=bf16)",
-                           frozen, compute, support.why)
-    return Precision(frozen, compute, (model_precision, train_precision), why)
+            logger.warning("bf16 asked for (model.precision=%s, train.precision=%s resolve to %s, %s) but %s: it runs "
+                           "emulated, usually slower than fp32 (the frozen weights' memory still halves with "
+                           "model.precision=bf16)", model_precision, train_precision, frozen, compute, support.why)
+    return Precision(frozen, compute, (model_precision, train_precision), why, device.type)
 
 
 def recorded_precision(meta: dict) -> dict:
@@ -233,12 +233,17 @@ def frozen_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 def store_frozen(model: nn.Module, dtype: torch.dtype) -> int:
     """Cast the frozen pretrained parameters of ``model`` (:func:`frozen_parameters`) to ``dtype`` in place, and the
     floating buffers of a frozen encoder's network (BatchNorm statistics); trained parameters stay fp32. Call it
-    once what trains is set (a trained LM or encoder stays fp32) and after any checkpoint identity check (which
-    fingerprints the weights as loaded). The LM's buffers stay as they are: Hugging Face keeps its rotary
-    frequencies in fp32 on purpose. Returns how many parameters changed dtype."""
+    once what trains is set (a trained LM or encoder stays fp32). Each cast weight keeps the fingerprint sample of
+    its values as loaded, so checkpoint identities (``vlbridge.train.checkpoint.fingerprint``) are the same in any
+    precision. The LM's buffers stay as they are: Hugging Face keeps its rotary frequencies in fp32 on purpose.
+    Returns how many parameters changed dtype."""
+    from vlbridge.train.checkpoint import AS_LOADED, fingerprint_sample
+
     changed = 0
     for _, parameter in frozen_parameters(model):
         if parameter.dtype != dtype:
+            if not hasattr(parameter, AS_LOADED):  # checkpoints identify the weights as loaded, in any precision
+                setattr(parameter, AS_LOADED, fingerprint_sample(parameter))
             parameter.data = parameter.data.to(dtype)
             changed += 1
     for encoder in (getattr(model, "vision_encoder", None), getattr(model, "teacher", None)):

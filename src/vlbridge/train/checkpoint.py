@@ -67,17 +67,28 @@ def library_versions() -> dict[str, str]:
     return found
 
 
+def fingerprint_sample(tensor: torch.Tensor) -> tuple[str, bytes]:
+    """A tensor's dtype and ``FINGERPRINT_VALUES`` evenly spaced values, as :func:`fingerprint` reads them."""
+    flat = tensor.detach().reshape(-1)
+    sample = flat[:: max(1, flat.numel() // FINGERPRINT_VALUES)][:FINGERPRINT_VALUES]
+    return str(tensor.dtype), sample.to("cpu", torch.float64).numpy().tobytes()
+
+
+AS_LOADED = "fingerprint_as_loaded"  # attribute of a frozen weight stored in another precision (vlbridge.precision)
+
+
 def fingerprint(named_tensors) -> str:
     """SHA-256 of each tensor's name, shape, dtype and ``FINGERPRINT_VALUES`` evenly spaced values.
 
     Reading every value of a multi-GB LM at each save would take seconds to minutes; a sample of every
-    tensor tells different pretrained weights apart just as surely (they differ everywhere)."""
+    tensor tells different pretrained weights apart just as surely (they differ everywhere). A weight stored in
+    bf16 after loading counts as loaded (its :data:`AS_LOADED` sample), so the identity does not change with the
+    precision it runs in."""
     digest = hashlib.sha256()
     for name, tensor in sorted(named_tensors, key=lambda item: item[0]):
-        flat = tensor.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // FINGERPRINT_VALUES)][:FINGERPRINT_VALUES]
-        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
-        digest.update(sample.to("cpu", torch.float64).numpy().tobytes())
+        dtype, values = getattr(tensor, AS_LOADED, None) or fingerprint_sample(tensor)
+        digest.update(f"{name}|{tuple(tensor.shape)}|{dtype}|".encode())
+        digest.update(values)
     return digest.hexdigest()[:16]
 
 

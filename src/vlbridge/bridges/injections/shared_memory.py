@@ -6,8 +6,10 @@ with x_l the layer's FFN input, S_l = x_l K^T, W_l the activations after phi and
 gradient of W_l V. Plain autograd computes each layer's term into a new tensor and then adds it to the
 running sum; here each layer's backward adds its term into one buffer with ``baddbmm`` (beta = 1). On 2 CPU
 threads, for the 135M LM's 30 layers at B = 8, L = 64, M = 320, that is ~28 ms instead of ~38 ms per
-tensor and step (``benchmarks/memory_branch_speedups.py``, BENCHMARKS.md). The products are plain ``bmm`` /
-``baddbmm`` calls, so ``torch.utils.flop_counter`` counts them as before::
+tensor and step (``benchmarks/memory_branch_speedups.py``, BENCHMARKS.md). With an LM stored in bf16
+(``vlbridge.precision``) the layers' terms are kept instead and summed once, as one product of the terms side by side:
+a bf16 running sum would round after every layer, and one wide product is faster than 30 thin ones. The products
+are plain ``bmm`` / ``baddbmm`` calls, so ``torch.utils.flop_counter`` counts them as before::
 
     memory = SharedMemory(keys, values)    # once per batch, keys and values (B, M, d)
     scores = memory.scores(x)              # (B, L, M) = x K^T
@@ -20,15 +22,29 @@ import torch
 from torch import Tensor
 
 
-def _accumulate(total: Tensor | None, first: Tensor, second: Tensor) -> Tensor:
-    """total + first @ second, written into total (a new tensor for the first layer)."""
+def _accumulate(total: Tensor | list | None, first: Tensor, second: Tensor) -> Tensor | list:
+    """total + first @ second: written into total (a new tensor for the first layer) in fp32 and fp64; in a
+    half-width dtype (bf16) the terms are only collected, and :func:`_total` sums them in one product."""
+    if first.dtype.itemsize < 4:
+        return (total or []) + [(first, second)]
     if total is None:
         return torch.bmm(first, second)
     return torch.baddbmm(total, first, second, out=total)
 
 
-def _with_direct(summed: Tensor | None, direct: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+def _total(summed: Tensor | list | None) -> Tensor | None:
+    """The layers' sum. bf16 terms (B, M, L_l) @ (B, L_l, d) are summed as one product of the terms side by side,
+    (B, M, sum L_l) @ (B, sum L_l, d), which accumulates in fp32 inside the kernel: a running sum in bf16 would
+    round after every layer (1.5-2 % off over 30 layers) and its 30 thin products are slower (benchmarks/precision.py)."""
+    if not isinstance(summed, list):
+        return summed
+    firsts, seconds = zip(*summed)
+    return torch.bmm(torch.cat(firsts, dim=2), torch.cat(seconds, dim=1))
+
+
+def _with_direct(summed: Tensor | list | None, direct: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     """The layers' sum (in the layers' dtype) cast to the memory's, plus any gradient of the views' other uses."""
+    summed = _total(summed)
     if summed is None:
         return direct
     summed = summed.to(dtype)
