@@ -161,3 +161,20 @@ def test_a_trained_lm_stays_fp32_and_the_identity_ignores_the_precision(tiny_lla
     store_frozen(other, torch.bfloat16)
     assert {p.dtype for n, p in other.named_parameters() if group_of(n) == "lm"} == {torch.float32}
     assert {p.dtype for n, p in other.named_parameters() if group_of(n) == "vision"} == {torch.bfloat16}
+
+
+def test_the_bf16_head_gets_its_input_contiguous_once(tiny_llama_dir, tiny_dinov2_dir):
+    """Generation hands the LM head the prompt's last position, a strided view: a bf16 Linear would multiply it
+    through an expanded, copied weight (vlbridge.precision.contiguous_head_input)."""
+    built = build_seeded(recipe_for("mlp", "input_space", tiny_llama_dir, tiny_dinov2_dir))
+    BF16.apply(built.model)
+    BF16.apply(built.model)  # a second call adds nothing
+    head = built.model.language_model.model.get_output_embeddings()
+    assert len(head._forward_pre_hooks) == 1
+    seen = []
+    head.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    hidden = torch.randn(2, 5, head.in_features, dtype=torch.bfloat16)
+    with torch.no_grad():
+        out = head(hidden[:, -1:, :])
+    assert seen == [True] and out.shape == (2, 1, head.out_features)
+    torch.testing.assert_close(out, head(hidden[:, -1:, :].contiguous()))
