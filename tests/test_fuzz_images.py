@@ -5,15 +5,14 @@ the record, never another exception, and never an image larger than max_pixels."
 from __future__ import annotations
 
 import io
-import struct
 import warnings
-import zlib
 
 import numpy as np
 from fuzz_profiles import FUZZ
 from hypothesis import event, given
 from hypothesis import strategies as st
 from PIL import Image
+from png_bytes import png_claiming
 
 from vlbridge.data.images import load_image
 from vlbridge.errors import DataError
@@ -48,15 +47,6 @@ def picture(mode: str, width: int, height: int, seed: int) -> Image.Image:
     if mode in ("P", "L", "RGB") and seed % 3 == 0:
         image.info["transparency"] = 0 if mode != "RGB" else (0, 0, 0)
     return image
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A well-formed PNG header claiming ``width x height``, with a few bytes of pixel data."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-            + chunk(b"IEND", b""))
 
 
 @st.composite
