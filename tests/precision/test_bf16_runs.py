@@ -132,3 +132,23 @@ def test_blip2_stage1_trains_in_bf16(tmp_path, shapes_dir, tiny_llama_dir, tiny_
     assert result["built"].model.vision_encoder.dtype == torch.bfloat16
     assert all(torch.isfinite(torch.tensor([h["loss"], h["itc"], h["itm"], h["itg"]])).all()
                for h in result["history"])
+
+
+def test_a_bf16_run_exports_its_weights_as_loaded(make_recipe, tmp_path):
+    """`vlbridge export --format hf` writes the LM and encoder as loaded (fp32), not as a bf16 run stores them."""
+    from safetensors.torch import load_file as read
+
+    from vlbridge.export.run import export_run
+
+    train(make_recipe("model.lora_rank=2", *BF16), **QUIET)
+    exported = export_run(tmp_path / "run", tmp_path / "hf")
+    assert exported.hf_class == "LlavaForConditionalGeneration"
+    tensors = {}
+    for path in (tmp_path / "hf").glob("*.safetensors"):
+        tensors |= read(path)
+    assert tensors and {t.dtype for t in tensors.values()} == {torch.float32}
+    fp32, _ = load_run(tmp_path / "run", ["model.precision=fp32"])
+    vision = {n: p for n, p in fp32.model.vision_encoder.model.named_parameters()}
+    name = next(iter(vision))
+    saved = [t for key, t in tensors.items() if key.endswith(f"vision_tower.{name}")]
+    assert len(saved) == 1 and torch.equal(saved[0], vision[name])

@@ -112,7 +112,8 @@ def _write_llava(checkpoint: Path, recipe, spec: BridgeSpec, folder: Path, out: 
     from vlbridge.export.llava import write_llava
     from vlbridge.runs import load_run
 
-    built, recipe = load_run(checkpoint)
+    # the weights as loaded (fp32), whatever precision model.precision would run them in on this machine
+    built, _ = load_run(checkpoint, ["model.precision=fp32"])
     write_llava(built, recipe, folder)
     lora = (f"The LM's LoRA (rank {recipe.model.lora_rank}) is merged into its weights.\n\n"
             if recipe.model.lora_rank else "")
