@@ -152,3 +152,20 @@ def test_a_bf16_run_exports_its_weights_as_loaded(make_recipe, tmp_path):
     name = next(iter(vision))
     saved = [t for key, t in tensors.items() if key.endswith(f"vision_tower.{name}")]
     assert len(saved) == 1 and torch.equal(saved[0], vision[name])
+
+
+@pytest.mark.parametrize("kind", ["t5", "flan-t5", "bart"])
+def test_memvp_on_an_encoder_decoder_lm_trains_and_answers_in_bf16(make_recipe, tiny_seq2seq_dirs, shapes_dir, kind):
+    """T5 keeps its FFN output projection `wo` in fp32, as Hugging Face does for it; the rest of the LM is bf16."""
+    result = train(make_recipe(f"model.language_model={tiny_seq2seq_dirs[kind]}", "model.bridge=memvp",
+                               "model.bridge_options={projector_layers: 1, num_slots: 20}", *BF16), **QUIET)
+    model = result["built"].model
+    dtypes = {n: p.dtype for n, p in model.named_parameters() if group_of(n) == "lm"}
+    kept = {n for n in dtypes if ".wo." in n}
+    assert bool(kept) == kind.endswith("t5") and all(dtypes[n] == torch.float32 for n in kept)
+    assert {d for n, d in dtypes.items() if n not in kept} == {torch.bfloat16}
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result["history"])
+    samples = list(read_llava_json(shapes_dir / "val_short.json", image_root=shapes_dir))[:3]
+    model.eval()
+    answers = model.generate(prompt_collator(result["built"])(samples), max_new_tokens=3)
+    assert answers.shape[0] == 3
