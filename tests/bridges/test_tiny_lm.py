@@ -187,10 +187,10 @@ def test_with_prompt_prefix_the_soft_tokens_read_the_question_through_frozen_pre
                                                                                                   smol_tokenizer):
     connector = adapter(tiny_lm_dir, prompt="prefix")
     assert connector.reads_prompt and not adapter(tiny_lm_dir).reads_prompt
-    embeddings = connector.tiny_lm.embed_tokens
     pretrained = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).model.embed_tokens.weight
-    assert torch.equal(embeddings.weight, pretrained) and not embeddings.weight.requires_grad  # frozen, as pretrained
-    assert not any("embed_tokens" in n for n, p in connector.named_parameters() if p.requires_grad)
+    assert torch.equal(connector.prompt_embeddings, pretrained)  # the pretrained table, as a buffer
+    assert connector.tiny_lm.embed_tokens is None and not any("embed" in n for n, _ in connector.named_parameters())
+    assert "prompt_embeddings" not in connector.state_dict()  # never saved: rebuilt from the tiny LM
     features = torch.randn(1, 16, 32)
     ids = torch.tensor([[11, 12, 13]])
     with torch.no_grad():
@@ -198,7 +198,8 @@ def test_with_prompt_prefix_the_soft_tokens_read_the_question_through_frozen_pre
         assert out.shape == (1, 5, 64)
         # the prompt's tokens before the latents, the tiny LM's own causal mask: the latents' outputs
         latents = connector.perceiver(features)
-        hidden = connector.tiny_lm(inputs_embeds=torch.cat([embeddings(ids), latents], 1)).last_hidden_state
+        embedded = pretrained[ids]  # (1, 3, 48)
+        hidden = connector.tiny_lm(inputs_embeds=torch.cat([embedded, latents], 1)).last_hidden_state
         torch.testing.assert_close(out, connector.output_projection(hidden[:, 3:]))
         other = connector(features, torch.tensor([[11, 12, 99]]), torch.ones_like(ids))
         assert not torch.allclose(out, other)  # another question, other soft tokens
@@ -241,5 +242,11 @@ def test_the_prompt_the_tiny_lm_reads_is_the_same_in_training_and_in_generation(
         question, answer = sample.turns[0].text, sample.turns[1].text
         assert question.replace("<image>", "").strip() in text
         assert answer not in text
-    run = train(recipe, **QUIET)  # and it trains and evaluates with the prompt in the tiny LM
-    assert run["built"].model.bridge.connector.reads_prompt
+    for precision in ("fp32", "bf16"):  # and it trains and evaluates with the prompt in the tiny LM
+        run = train(stages(2, tmp_path / precision, "train.steps=2", f"model.connector_options={options}",
+                           f"model.precision={precision}"), **QUIET)
+        connector = run["built"].model.bridge.connector
+        assert connector.reads_prompt and run["history"][-1]["loss"] > 0
+        # no training group reaches the prompt's embeddings; the trained tiny LM stays fp32 in either precision
+        assert all("embed" not in name for name in run["built"].model.trainable_parameters())
+        assert connector.tiny_lm.layers[0].mlp.up_proj.weight.dtype == torch.float32

@@ -14,8 +14,8 @@ Where the paper is silent, ours, each an option (:class:`TinyLMOptions`):
   prefix as a stage-1 decoder) or ``bidirectional``;
 - the text prompt: by default it does not enter the tiny LM, which sees only the image (so one image's soft tokens
   serve any question, as with every other connector); ``prompt: prefix`` puts the prompt's tokens (embedded by the
-  tiny LM's own frozen pretrained embeddings; the large LM's tokenizer must be the tiny LM's) before the latents, so
-  the soft tokens depend on the question, as InstructBLIP's queries do.
+  tiny LM's own pretrained embeddings, a fixed table that never trains; the large LM's tokenizer must be the tiny
+  LM's) before the latents, so the soft tokens depend on the question, as InstructBLIP's queries do.
 
 Module names: ``perceiver`` is a :class:`PerceiverConnector` (``input_projection`` = FC_in, ``resampler``,
 ``output_projection`` into the tiny LM's input space: stage 1's connector, unchanged), ``tiny_lm`` the tiny LM's
@@ -67,17 +67,18 @@ class TinyLMConnector(Connector):
 
     def __init__(self, perceiver: PerceiverConnector, tiny_lm: nn.Module, output_projection: nn.Linear,
                  attention: str = "causal", gated: bool = True, lm_prefix: str = "model.model.",
-                 prompt_tokenizer=None):
+                 prompt_tokenizer=None, prompt_embeddings: Tensor | None = None):
         """``gated``: the tiny LM's FFN is SwiGLU (for FLOPs); ``lm_prefix``: where its decoder stack's tensors sit
         under a :class:`~vlbridge.models.language_model.LanguageModel` (a stage-1 run's ``language_model.*``);
-        ``prompt_tokenizer``: the tiny LM's tokenizer when the prompt enters it (option ``prompt: prefix``; the tiny
-        LM then keeps its token embeddings, frozen), else None."""
+        ``prompt_tokenizer`` and ``prompt_embeddings`` (vocabulary, d_tiny): the tiny LM's tokenizer and pretrained
+        token embeddings when the prompt enters it (option ``prompt: prefix``), else None. The embeddings are a
+        buffer, not a parameter: no training group reaches them, and they are not saved (rebuilt from the tiny LM)."""
         super().__init__()
         if attention not in ATTENTION_MODES:
             raise ConfigError(f"tiny_lm connector option attention={attention!r}; valid: {list(ATTENTION_MODES)}")
-        if (prompt_tokenizer is None) != (_token_embeddings(tiny_lm) is None):
-            raise ConfigError("tiny_lm connector: the prompt needs the tiny LM's token embeddings and tokenizer, and "
-                              "only the prompt does (option prompt)")
+        if (prompt_tokenizer is None) != (prompt_embeddings is None):
+            raise ConfigError("tiny_lm connector: the prompt needs both the tiny LM's tokenizer and its token "
+                              "embeddings (option prompt)")
         width = tiny_lm.config.hidden_size
         if perceiver.output_width != width:
             raise ConfigError(f"tiny_lm connector: the resampler gives {perceiver.output_width}-wide latents, the tiny "
@@ -93,6 +94,7 @@ class TinyLMConnector(Connector):
         self.lm_prefix = lm_prefix
         self.prompt_tokenizer = prompt_tokenizer
         self.reads_prompt = prompt_tokenizer is not None
+        self.register_buffer("prompt_embeddings", prompt_embeddings, persistent=False)
         self.input_width = perceiver.input_width
         self.output_width = output_projection.out_features
 
@@ -125,7 +127,7 @@ class TinyLMConnector(Connector):
         B, N, _ = latents.shape
         inputs, valid = latents, torch.ones(B, N, dtype=torch.bool, device=latents.device)
         if prompt_ids is not None:
-            prompt = self.tiny_lm.get_input_embeddings()(prompt_ids).to(latents.dtype)  # (B, T, d_tiny)
+            prompt = nn.functional.embedding(prompt_ids, self.prompt_embeddings).to(latents.dtype)  # (B, T, d_tiny)
             inputs = torch.cat([prompt, latents], dim=1)  # (B, T + N, d_tiny)
             valid = torch.cat([prompt_mask.bool(), valid], dim=1)
         mask = valid.long() if prompt_ids is not None else None  # the tiny LM's own causal mask (over valid positions)
@@ -155,7 +157,7 @@ class TinyLMConnector(Connector):
         (``bridge.connector.*`` -> ``bridge.connector.perceiver.*``) and the tiny LM's decoder stack
         (``language_model.model.<base>.*`` -> ``bridge.connector.tiny_lm.*``; its embeddings and head become
         ``stage1/language_model.*``, loaded nowhere: with ``prompt: prefix`` the tiny LM reads the prompt through its
-        frozen pretrained embeddings, which are not saved with the run, so training and inference see the same ones); a run of this connector gives its tensors as they are; any other run is refused, naming ``source``."""
+        pretrained embeddings, which never train and are not saved, so training and inference see the same ones); a run of this connector gives its tensors as they are; any other run is refused, naming ``source``."""
         spec = meta.get("spec") or {}
         if spec.get("connector") == "tiny_lm":
             return state
@@ -164,7 +166,7 @@ class TinyLMConnector(Connector):
             raise ConfigError(f"model.init_from={source}: the tiny_lm connector starts from a PaLM2-VAdapter stage-1 "
                               f"run (recipes/vadapter/stage1.yaml) or another tiny_lm run; this one {why}")
         base = f"language_model.{self.lm_prefix}"
-        ours = {name for name, p in self.tiny_lm.named_parameters() if p.requires_grad}
+        ours = {name for name, _ in self.tiny_lm.named_parameters()}
         adopted = {}
         for name, tensor in state.items():
             if name.startswith(CONNECTOR_PREFIX):
@@ -175,14 +177,6 @@ class TinyLMConnector(Connector):
                 # are reported as not in the model instead of landing on the large LM's tensors of the same name
                 adopted[f"stage1/{name}"] = tensor
         return adopted
-
-
-def _token_embeddings(tiny_lm: nn.Module) -> nn.Module | None:
-    """The decoder stack's token embeddings, or None once dropped (Hugging Face raises for a missing one)."""
-    try:
-        return tiny_lm.get_input_embeddings()
-    except NotImplementedError:
-        return None
 
 
 def _not_stage1(spec: dict, meta: dict, state: dict[str, Tensor], connector: TinyLMConnector) -> str | None:
@@ -231,15 +225,15 @@ def build_tiny_lm(input_width: int, output_width: int, options: TinyLMOptions) -
         keep_first_layers(model, options.layers, where="tiny_lm connector option layers")
     tiny_lm = getattr(model, model.base_model_prefix)  # the decoder stack; the LM head is dropped here
     embeddings = tiny_lm.get_input_embeddings()
+    # fed inputs_embeds: the stack's token embeddings are dropped (nor trained, nor saved); with prompt: prefix their
+    # pretrained table embeds the prompt, as a buffer that never trains (ours: 28 M fewer trained parameters)
+    setattr(tiny_lm, next(name for name, module in tiny_lm.named_children() if module is embeddings), None)
     tiny_lm.requires_grad_(True)
-    if options.prompt == "none":  # fed inputs_embeds only: the token embeddings are not used (nor trained, nor saved)
-        setattr(tiny_lm, next(name for name, module in tiny_lm.named_children() if module is embeddings), None)
-    else:  # they embed the prompt, frozen: as pretrained, so not saved with the run (ours: fewer trained parameters)
-        embeddings.requires_grad_(False)
+    prompt_embeddings = embeddings.weight.detach().clone() if options.prompt == "prefix" else None
     width = model.config.hidden_size
     perceiver = build_perceiver(input_width, width, PerceiverOptions(
         depth=options.resampler_depth, num_latents=options.num_latents, heads=options.heads,
         head_dim=options.head_dim, ff_mult=options.ff_mult, width=width, max_frames=options.max_frames))
     return TinyLMConnector(perceiver, tiny_lm, nn.Linear(width, output_width), options.attention,
                            layout_for(model.config).gated, f"model.{model.base_model_prefix}.",
-                           tokenizer if options.prompt == "prefix" else None)
+                           tokenizer if options.prompt == "prefix" else None, prompt_embeddings)
