@@ -169,3 +169,15 @@ def test_memvp_on_an_encoder_decoder_lm_trains_and_answers_in_bf16(make_recipe, 
     model.eval()
     answers = model.generate(prompt_collator(result["built"])(samples), max_new_tokens=3)
     assert answers.shape[0] == 3
+
+
+def test_memvp_on_gpt2_trains_in_bf16_with_the_training_attention(make_recipe, tiny_gpt2_dir):
+    """GPT-2's non-gated FFN gets the literal concatenation, and its attention the bf16 training attention."""
+    from vlbridge.cpu_bf16_attention import NAME
+
+    result = train(make_recipe(f"model.language_model={tiny_gpt2_dir}", "model.bridge=memvp", *BF16), **QUIET)
+    model = result["built"].model
+    assert model.language_model.model.config._attn_implementation == NAME
+    assert lm_dtypes(model) == {torch.bfloat16}
+    losses = [h["loss"] for h in result["history"]]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
