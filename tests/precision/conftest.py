@@ -9,7 +9,8 @@ from vlbridge.recipe import load_recipe
 
 @pytest.fixture
 def make_recipe(tmp_path, shapes_dir, tiny_llama_dir, tiny_dinov2_dir):
-    """``make_recipe(*overrides)``: a fast recipe (tiny LLaMA, tiny DINOv2 reading pixels) writing to ``tmp_path/run``."""
+    """``make_recipe(*overrides)``: a fast recipe (tiny LLaMA, tiny DINOv2 reading pixels) writing to
+    ``tmp_path/run``."""
 
     def make(*extra):
         return load_recipe(None, [

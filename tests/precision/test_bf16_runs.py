@@ -103,7 +103,8 @@ def test_eve_with_its_aligner_and_teacher_trains_in_bf16(tmp_path, shapes_dir, t
     monkeypatch.setenv("VLBRIDGE_CACHE", str(tmp_path / "cache"))
     recipe = load_recipe(None, [
         f"model.language_model={tiny_llama_dir}", "model.vision_encoder=none", "model.bridge=null",
-        "model.connector=eve_patch", "model.connector_options={image_size: 56, patch: 14, pool: 2, width: 16, heads: 2}",
+        "model.connector=eve_patch",
+        "model.connector_options={image_size: 56, patch: 14, pool: 2, width: 16, heads: 2}",
         "model.injection=input_space", f"model.teacher_encoder={tiny_dinov2_dir}", "model.teacher_layer=-1",
         "model.aligner=pal", "model.aligner_options={every: 1, heads: 2}", *BF16,
         f"data.train={shapes_dir / 'train_caption.json'}", f"data.val={shapes_dir / 'val_caption.json'}",
