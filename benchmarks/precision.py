@@ -11,8 +11,9 @@ at n = 256 and L = 64 (batch 8, the last 4 text tokens supervised), fp32 and bf1
   bf16 as the trainer runs it (frozen weights stored in bf16, the trained parts' products autocast, the bf16
   training attention); one-token latency and generation tokens/s as a loaded run generates (plain ``sdpa``); the
   ratio fp32 / bf16 of the minima and the median of the ratios of steps run side by side;
-- achieved GFLOP/s: the step's FLOPs (``torch.utils.flop_counter``) over its time, and the LM's products alone
-  (their FLOPs over their time in a profiled step), each as a fraction of the bf16 ceiling;
+- achieved GFLOP/s: the step's FLOPs (``torch.utils.flop_counter``, which has no formula for the CPU attention
+  kernel: in effect the step's matrix products) over the step's time, and over the products' own time in a profiled
+  step (the LM's products alone), each as a fraction of the bf16 ceiling;
 - peak memory of a step and of generation (a subprocess, as ``bridge_costs.py``) and the frozen weights' bytes;
 - ``--accuracy``: MemVP and the LLaVA-style bridge trained on Shapes short answers for the same steps in fp32 and in
   bf16 (``bridge_accuracy.py``'s configurations and scoring), exact match with the paired standard error of the
@@ -167,7 +168,8 @@ def generate(model, batch, precision: str, tokens: int):
 
 
 def step_flops(model, batch, kind: str) -> tuple[int, int]:
-    """(all FLOPs, the matrix products' FLOPs) of one fp32 training step, by torch's flop counter."""
+    """(all FLOPs, the matrix products' FLOPs) of one fp32 training step, by torch's flop counter (it counts no
+    FLOPs for the CPU flash-attention kernel)."""
     with FlopCounterMode(display=False) as counter:
         train_step(model, batch, kind, "fp32")
     counts = counter.get_flop_counts().get("Global", {})
