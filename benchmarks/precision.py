@@ -17,7 +17,8 @@ at n = 256 and L = 64 (batch 8, the last 4 text tokens supervised), fp32 and bf1
 - peak memory of a step and of generation (a subprocess, as ``bridge_costs.py``) and the frozen weights' bytes;
 - ``--accuracy``: MemVP and the LLaVA-style bridge trained on Shapes short answers for the same steps in fp32 and in
   bf16 (``bridge_accuracy.py``'s configurations and scoring), exact match with the paired standard error of the
-  difference over the same questions.
+  difference over the same questions (and seeds: ``--seeds N`` trains each arm with N seeds; with 320 questions one
+  seed's standard error is about 2-3 points, more than the 1-point target).
 
 Visual features are random (cost does not depend on them) and the vision encoder is left out (its features are
 cached in training). Targets: bf16 train step >= 2x faster than fp32 for LLaVA-style and MemVP; the LM's products
@@ -317,25 +318,25 @@ def accuracy_arm(config: str, precision: str, args, data: Path) -> dict:
 
 
 def run_accuracy(args) -> list[dict]:
-    import bridge_accuracy
-
+    """Every (configuration, precision, seed) arm, each stored as it finishes and reused by a later call."""
     from vlbridge.data.llava_json import write_json_atomic
-
     from vlbridge.data.shapes_folder import DEFAULT_IMAGE_SIZE, shapes_folder
 
     data = shapes_folder(args.accuracy, args.scenes, args.data_seed, image_size=args.image_size or DEFAULT_IMAGE_SIZE)
     rows = []
-    for config in ("llava", "memvp"):
-        for precision in PRECISIONS:
-            path = args.accuracy / "results" / f"{config}__{precision}.json"
-            if path.is_file() and not args.force:
-                print(f"{config} in {precision}: done before ({path}), reused", flush=True)
-                rows.append(json.loads(path.read_text()))
-                continue
-            print(f"{config} in {precision}: train {args.steps} steps, score", flush=True)
-            row = accuracy_arm(config, precision, args, data)
-            write_json_atomic(row, path, indent=1)
-            rows.append(row)
+    for seed in range(args.seed, args.seed + args.seeds):
+        arm_args = argparse.Namespace(**{**vars(args), "seed": seed})
+        for config in ("llava", "memvp"):
+            for precision in PRECISIONS:
+                path = args.accuracy / "results" / f"{config}__{precision}__seed{seed}.json"
+                if path.is_file() and not args.force:
+                    print(f"{config} in {precision}, seed {seed}: done before ({path}), reused", flush=True)
+                    rows.append(json.loads(path.read_text()))
+                    continue
+                print(f"{config} in {precision}, seed {seed}: train {args.steps} steps, score", flush=True)
+                row = accuracy_arm(config, precision, arm_args, data) | {"seed": seed}
+                write_json_atomic(row, path, indent=1)
+                rows.append(row)
     return rows
 
 
@@ -366,7 +367,9 @@ def main(argv=None) -> int:
     parser.add_argument("--scenes", type=int, default=800, help="Shapes scenes (80 %% train, 10 %% val, 10 %% test)")
     parser.add_argument("--image-size", type=int, help="Shapes image size (default: the export's)")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the Shapes data")
-    parser.add_argument("--seed", type=int, default=0, help="training seed of every arm")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every arm (the first, with --seeds)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="seeds per arm (--seed, --seed + 1, ...): the differences pool them, question by question")
     parser.add_argument("--steps", type=int, default=150, help="optimizer steps of every arm")
     parser.add_argument("--batch-size", type=int, default=8, help="samples per step of the accuracy arms")
     parser.add_argument("--eval-samples", type=int, default=320, help="first N test questions scored (0 = all)")

@@ -38,17 +38,28 @@ def ratios(results: list[dict], bridge: str) -> dict:
     return out
 
 
+def pooled(rows: list[dict]) -> dict:
+    """One arm's runs over several seeds as one: each (seed, question) an item, the accuracy their mean."""
+    ids = [f"{r.get('seed', 0)}:{q}" for r in rows for q in r["question_ids"]]
+    correct = [c for r in rows for c in r["correct_after"]]
+    return {"question_ids": ids, "correct_after": correct, "accuracy_after": 100 * sum(correct) / max(len(correct), 1)}
+
+
 def accuracy_differences(rows: list[dict]) -> list[dict]:
-    """bf16 minus fp32 exact match per configuration, with the paired standard error over the same questions."""
+    """bf16 minus fp32 exact match per configuration, pooled over the seeds both precisions ran, with the paired
+    standard error over the same (seed, question) items."""
     found = []
     for config in sorted({r["config"] for r in rows}):
-        arms = {r["precision"]: r for r in rows if r["config"] == config}
-        if set(arms) != set(PRECISIONS):
+        by_seed = {p: {r.get("seed", 0): r for r in rows if (r["config"], r["precision"]) == (config, p)}
+                   for p in PRECISIONS}
+        seeds = sorted(set(by_seed["fp32"]) & set(by_seed["bf16"]))
+        if not seeds:
             continue
+        arms = {p: pooled([by_seed[p][s] for s in seeds]) for p in PRECISIONS}
         diff, se, n = paired_difference(arms["bf16"], arms["fp32"])
-        found.append({"config": config, "fp32": arms["fp32"]["accuracy_after"], "bf16": arms["bf16"]["accuracy_after"],
-                      "bf16_minus_fp32": diff, "standard_error": se, "questions": n,
-                      "met": abs(diff) <= ACCURACY_POINTS})
+        found.append({"config": config, "seeds": seeds, "fp32": arms["fp32"]["accuracy_after"],
+                      "bf16": arms["bf16"]["accuracy_after"], "bf16_minus_fp32": diff, "standard_error": se,
+                      "questions": n, "met": abs(diff) <= ACCURACY_POINTS})
     return found
 
 
@@ -108,7 +119,7 @@ def print_report(report: dict) -> None:
         for a in report["summary"]["accuracy"]:
             se = f" ± {a['standard_error']:.1f}" if a["standard_error"] is not None else ""
             print(f"  {a['config']}: fp32 {a['fp32']:.1f}, bf16 {a['bf16']:.1f}, {a['bf16_minus_fp32']:+.1f}{se} "
-                  f"({a['questions']} questions)")
+                  f"({a['questions']} questions x seeds, seeds {a['seeds']})")
     print("\ntargets")
     for name, value in report["summary"]["targets"].items():
         print(f"  {name}: {'MET' if value['met'] else 'NOT MET'} "

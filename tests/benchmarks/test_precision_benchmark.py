@@ -52,23 +52,24 @@ def test_quick_accuracy_part_trains_each_arm_in_its_precision(bench, tiny_llama_
                                                               monkeypatch):
     monkeypatch.setenv("VLBRIDGE_CACHE", str(tmp_path / "cache"))
     folder, out = tmp_path / "accuracy", tmp_path / "precision.json"
-    argv = ["--quick", "--no-costs", "--accuracy", str(folder), "--image-size", "56", "--threads", "1",
+    argv = ["--quick", "--no-costs", "--accuracy", str(folder), "--image-size", "56", "--threads", "1", "--seeds", "2",
             "--set", f"model.language_model={tiny_llama_dir}", "--set", f"model.vision_encoder={tiny_dinov2_dir}",
             "--set", "model.vision_layer=-1", "--out", str(out)]
     assert bench.main(argv) == 0
     report = json.loads(out.read_text())
-    arms = {(a["config"], a["precision"]): a for a in report["accuracy"]}
-    assert set(arms) == {(c, p) for c in ("llava", "memvp") for p in ("fp32", "bf16")}
-    for (config, precision), arm in arms.items():
+    arms = {(a["config"], a["precision"], a["seed"]): a for a in report["accuracy"]}
+    assert set(arms) == {(c, p, s) for c in ("llava", "memvp") for p in ("fp32", "bf16") for s in (0, 1)}
+    for (config, precision, seed), arm in arms.items():
         assert arm["recorded_precision"]["frozen"] == arm["recorded_precision"]["compute"] == precision
         assert len(arm["loss_curve"]) == 2 and len(arm["correct_after"]) == len(arm["question_ids"]) == 6
-        stored = json.loads((folder / "results" / f"{config}__{precision}.json").read_text())
+        assert f"train.seed={seed}" in arm["settings"]
+        stored = json.loads((folder / "results" / f"{config}__{precision}__seed{seed}.json").read_text())
         assert stored["correct_after"] == arm["correct_after"]
-    for difference in report["summary"]["accuracy"]:
+    for difference in report["summary"]["accuracy"]:  # pooled over both seeds, question by question
         config = difference["config"]
-        right = {p: sum(arms[(config, p)]["correct_after"]) for p in ("fp32", "bf16")}
-        expected = 100 * (right["bf16"] - right["fp32"]) / 6
-        assert difference["bf16_minus_fp32"] == pytest.approx(expected) and difference["questions"] == 6
+        right = {p: sum(sum(arms[(config, p, s)]["correct_after"]) for s in (0, 1)) for p in ("fp32", "bf16")}
+        assert difference["bf16_minus_fp32"] == pytest.approx(100 * (right["bf16"] - right["fp32"]) / 12)
+        assert difference["questions"] == 12 and difference["seeds"] == [0, 1]
     # a second call reuses the stored arms
     monkeypatch.setattr(bench, "accuracy_arm", lambda *args: pytest.fail("a stored arm was trained again"))
     assert bench.main(argv) == 0
