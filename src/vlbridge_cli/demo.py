@@ -142,6 +142,7 @@ def run(args) -> int:
         loader = image_loader(built, recipe)
         before, _ = measure(built, loader, test_set, settings)
         result = train(recipe, built=built, overwrite=True)  # a rerun replaces the demo's own runs
+        loader = image_loader(built, recipe)  # training stored the frozen encoder in its precision: its features now
         after, seconds_per_sample = measure(built, loader, test_set, settings)
         steps = result["history"][1:] or result["history"]  # the first step includes warm-up work
         text_tokens = round(sum(len(built.tokenizer.encode(s.turns[0].text)) for s in test_set) / len(test_set)) + 30
