@@ -11,7 +11,7 @@ from vlbridge.build import build_model
 from vlbridge.data.llava_json import read_llava_json
 from vlbridge.data.sample import Sample, Turn
 from vlbridge.datasets.scienceqa import read_scienceqa
-from vlbridge.datasets.vqav2 import SHORT_ANSWER_INSTRUCTION, read_vqav2
+from vlbridge.datasets.vqav2 import read_vqav2
 from vlbridge.eval.task_prompts import TASK_PROMPTS
 from vlbridge.eval.training_prompts import choose_prompt, training_prompts
 from vlbridge.recipe import load_recipe

@@ -92,7 +92,7 @@ def read_vqav2(questions_file: str | Path, annotations_file: str | Path | None =
         image_pattern = image_prefix.replace("{", "{{").replace("}", "}}") + "{image_id:012d}.jpg"
     try:
         distinct = image_pattern.format(image_id=0) != image_pattern.format(image_id=1)
-    except (KeyError, IndexError, ValueError) as error:
+    except (KeyError, IndexError, ValueError):
         distinct = False
     if not distinct:  # a pattern without {image_id} would give every question the same image
         raise ConfigError(f"image file pattern {image_pattern!r} must contain {{image_id}} (and no other field), "
