@@ -126,7 +126,9 @@ def build_pair(lm: str, encoder: str, layer: int | None, folder: Path):
     from vlbridge.train.checkpoint import save_checkpoint
     from vlbridge.train.parameter_groups import apply_trainable
 
-    overrides = [f"model.language_model={lm}", f"model.vision_encoder={encoder}", "model.bridge=llava"]
+    # fp32 on both sides: Hugging Face's model loads in fp32, and model.precision auto would store ours in bf16 here
+    overrides = [f"model.language_model={lm}", f"model.vision_encoder={encoder}", "model.bridge=llava",
+                 "model.precision=fp32", "train.precision=fp32"]
     recipe = load_recipe(None, overrides + ([f"model.vision_layer={layer}"] if layer is not None else []))
     torch.manual_seed(0)
     built = build_model(recipe.model)
