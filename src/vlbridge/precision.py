@@ -238,10 +238,10 @@ def store_frozen(model: nn.Module, dtype: torch.dtype) -> int:
     """Cast the frozen pretrained parameters of ``model`` (:func:`frozen_parameters`) to ``dtype`` in place, and the
     floating buffers of a frozen encoder's network (BatchNorm statistics); trained parameters stay fp32. Call it
     once what trains is set (a trained LM or encoder stays fp32). Each cast weight keeps the fingerprint sample of
-    its values as loaded, so checkpoint identities (``vlbridge.train.checkpoint.fingerprint``) are the same in any
+    its values as loaded, so checkpoint identities (``vlbridge.train.identity.fingerprint``) are the same in any
     precision. The LM's buffers stay as they are: Hugging Face keeps its rotary frequencies in fp32 on purpose.
     Returns how many parameters changed dtype."""
-    from vlbridge.train.checkpoint import AS_LOADED, fingerprint_sample
+    from vlbridge.train.identity import AS_LOADED, fingerprint_sample
 
     changed = 0
     for _, parameter in frozen_parameters(model):

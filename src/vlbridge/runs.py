@@ -16,8 +16,9 @@ from vlbridge.errors import ConfigError
 from vlbridge.image_inputs import CachedFeatures, PixelImages, WithTeacher
 from vlbridge.precision import resolve as resolve_precision
 from vlbridge.recipe import Recipe, load_recipe
-from vlbridge.train.checkpoint import (RECIPE, SOURCES, initialise_from, load_trained_weights, read_meta,
-                                       read_state, resolve_checkpoint)
+from vlbridge.train.checkpoint import (RECIPE, initialise_from, load_trained_weights, read_meta, read_state,
+                                       resolve_checkpoint)
+from vlbridge.train.identity import SOURCES
 from vlbridge.train.parameter_groups import apply_trainable, group_of
 from vlbridge.weights.cache import cache_dir
 

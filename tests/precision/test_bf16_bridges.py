@@ -14,7 +14,7 @@ from vlbridge.models.language_model import positions_from_mask
 from vlbridge.precision import frozen_parameters, resolve, store_frozen
 from vlbridge.recipe import load_recipe
 from vlbridge.runs import build_seeded, prompt_collator
-from vlbridge.train.checkpoint import model_identity
+from vlbridge.train.identity import model_identity
 from vlbridge.train.parameter_groups import apply_trainable, group_of
 
 PAIRS = [(c, i) for c in sorted(CONNECTORS) for i in sorted(INJECTIONS)]

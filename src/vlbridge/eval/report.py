@@ -17,7 +17,8 @@ from vlbridge.data.llava_json import write_json_atomic
 from vlbridge.datasets.results import write_caption_results, write_vqa_results
 from vlbridge.errors import ConfigError
 from vlbridge.eval.result import TaskResult
-from vlbridge.train.checkpoint import library_versions, model_identity, resolve_checkpoint
+from vlbridge.train.checkpoint import resolve_checkpoint
+from vlbridge.train.identity import library_versions, model_identity
 
 RESULT_WRITERS = {"caption": write_caption_results, "vqa": write_vqa_results}
 

@@ -156,7 +156,7 @@ def _complete_state(checkpoint: Path, meta: dict, folder: Path) -> dict:
     import json
 
     from vlbridge.runs import load_run
-    from vlbridge.train.checkpoint import SOURCES, TRAINING_ONLY
+    from vlbridge.train.identity import SOURCES, TRAINING_ONLY
     from vlbridge.train.parameter_groups import group_of
 
     built, _ = load_run(checkpoint)

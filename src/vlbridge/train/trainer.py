@@ -37,11 +37,11 @@ from vlbridge.eval.generate_answers import GenerationSettings, batched
 from vlbridge.eval.by_type import by_task, format_by_task
 from vlbridge.eval.loss import validation_loss
 from vlbridge.eval.training_prompts import META_KEY as PROMPTS, training_prompts
-from vlbridge.train.checkpoint import (META, initialise_from, load_trained_weights, model_identity, read_meta,
-                                       save_weights)
+from vlbridge.train.checkpoint import META, initialise_from, load_trained_weights, read_meta, save_weights
 from vlbridge.train.data_order import DataOrder, shard
 from vlbridge.train.distributed import (OnDevice, full_parameters, gather, is_fsdp, load_optimizer_state,
                                        make_accelerator, reduce, trained_weights)
+from vlbridge.train.identity import model_identity
 from vlbridge.train.guards import NONFINITE_POLICIES, BadRecords, NonFiniteError, is_finite, nonfinite_message
 from vlbridge.train.objectives import evaluate, get_objective  # noqa: F401 (evaluate: the lm objective's, public here)
 from vlbridge.recipe import Recipe, load_recipe, save_recipe
