@@ -199,6 +199,7 @@ def run_one(config: str, task: str, args, data: Path, command: str) -> dict:
     flops = sample_flops(built.model, text_tokens)
     before, _, _ = measure_task(task, built, images, test_set, settings)
     result = train(recipe, built=built, overwrite=True)  # a rerun replaces the benchmark's run
+    images = image_loader(built, recipe)  # training stored the frozen encoder in its precision: features now in it
     after, seconds_per_sample, correct_after = measure_task(task, built, images, test_set, settings)
     history = result["history"]
     timed = history[1:] or history  # the first step includes one-time work

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-HELP = "Show a recipe's model: parameters per module group, trainable count, and analytic LM FLOPs per sample."
+HELP = ("Show a recipe's model: parameters per module group, trainable count, analytic LM FLOPs per sample, and the "
+        "precision model.precision / train.precision resolve to on this machine.")
 
 
 def add_arguments(parser) -> None:
@@ -33,6 +34,7 @@ def encoder_layer(encoder, configured: int | None) -> str:
 def run(args) -> int:
     from vlbridge.build import build_model
     from vlbridge.cost import describe_sample_flops
+    from vlbridge.precision import resolve
     from vlbridge.train.parameter_groups import apply_trainable, format_counts
     from vlbridge.recipe import load_recipe
 
@@ -49,4 +51,5 @@ def run(args) -> int:
         print(f"  {name:<18}{count:>14,} parameters")
     print(format_counts(counts))
     print(describe_sample_flops(built.model, args.text_tokens))
+    print(resolve(m.precision, recipe.train.precision).describe())  # what auto becomes here
     return 0

@@ -57,6 +57,13 @@ def test_info_reports_parameters_and_flops(tiny_recipe_file, capsys):
     out = capsys.readouterr().out
     assert "trainable" in out and "memory slots per FFN" in out and "text-only LM" in out
     assert "bridge (preset memvp): mlp -> memory_space" in out
+    # what auto resolves to here, and why (the suite pins it: tests/conftest.py)
+    assert "precision: frozen weights and their activations fp32" in out and "VLBRIDGE_AUTO_PRECISION=fp32" in out
+
+
+def test_info_shows_an_explicit_bf16_setting(tiny_recipe_file, capsys):
+    assert main(["info", str(tiny_recipe_file), "--set", "model.precision=bf16"]) == 0
+    assert "frozen weights and their activations bf16, trained parts' products bf16 (autocast)" in capsys.readouterr().out
 
 
 def test_info_says_when_a_recipe_replaces_the_preset_s_connector(tiny_recipe_file, capsys):

@@ -55,6 +55,9 @@ def test_caption_on_coco_annotations(shapes, run_dir, tmp_path):
     model = report["model"]
     assert model["run"] == str(run_dir) and model["checkpoint"] == str(run_dir / "final") and model["trained"]
     assert model["bridge"] == "llava" and model["identity"]["language_model"]["fingerprint"]
+    # auto resolved as the suite pins it (tests/conftest.py), and said why
+    assert model["precision"]["frozen"] == "fp32" and model["precision"]["requested"] == ["auto", "auto"]
+    assert "VLBRIDGE_AUTO_PRECISION" in model["precision"]["why"]
     assert report["metric"]["name"] == "coco_caption" and report["versions"]["torch"]
     # the official result file holds the predictions, and the scores are the toolkit's on them
     predictions = read_caption_results(out.with_name(report["results_file"]))

@@ -17,6 +17,7 @@ from vlbridge.data.llava_json import write_json_atomic
 from vlbridge.datasets.results import write_caption_results, write_vqa_results
 from vlbridge.errors import ConfigError
 from vlbridge.eval.result import TaskResult
+from vlbridge.precision import resolve as resolve_precision
 from vlbridge.train.checkpoint import resolve_checkpoint
 from vlbridge.train.identity import library_versions, model_identity
 
@@ -25,7 +26,8 @@ RESULT_WRITERS = {"caption": write_caption_results, "vqa": write_vqa_results}
 
 def model_description(built, recipe, *, run: str | Path | None = None, recipe_file: str | Path | None = None) -> dict:
     """Which model was evaluated: the run and checkpoint (or the untrained recipe), the bridge, the LM and
-    encoder with fingerprints of their pretrained weights (as checkpoints record them)."""
+    encoder with fingerprints of their pretrained weights (as checkpoints record them), and the precision the
+    frozen parts ran in (``model.precision`` resolved on this machine, as :func:`vlbridge.runs.load_model` applied it)."""
     model = built.model
     trained = {name for name, p in model.named_parameters() if p.requires_grad}
     m = recipe.model
@@ -42,6 +44,7 @@ def model_description(built, recipe, *, run: str | Path | None = None, recipe_fi
         "vision_layer": model.vision_encoder.layer if model.vision_encoder is not None else None,  # the one used
         "lora_rank": m.lora_rank,
         "chat_format": m.chat_format,
+        "precision": resolve_precision(m.precision, recipe.train.precision).to_meta(),
         "identity": model_identity(model, trained),
     }
 
