@@ -8,6 +8,7 @@ browser page is the answer ``vlbridge generate`` prints for that image and promp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from vlbridge.batch import Batch
@@ -19,14 +20,20 @@ from vlbridge.runs import prompt_collator
 from vlbridge.text.tokenize import IMAGE_TOKEN_ID
 
 
-def question_sample(image: str | Path, prompt: str, source: str = "--image") -> Sample:
-    """The user turn ``<image>\\n{prompt}`` about ``image``; ``source`` names where the image came from in errors."""
-    return Sample("cli", (Turn("user", f"{IMAGE_PLACEHOLDER}\n{prompt}"),), image=Path(image), source=source)
+def question_sample(image: str | Path | Sequence[str | Path], prompt: str, source: str = "--image") -> Sample:
+    """The user turn ``<image>\\n{prompt}`` about ``image``: one image file, or a clip's frame files in time order
+    (a sequence of more than one); ``source`` names where the image came from in errors."""
+    turns = (Turn("user", f"{IMAGE_PLACEHOLDER}\n{prompt}"),)
+    files = [Path(f) for f in image] if isinstance(image, (list, tuple)) else [Path(image)]
+    if len(files) > 1:
+        return Sample("cli", turns, frames=tuple(files), source=source)
+    return Sample("cli", turns, image=files[0], source=source)
 
 
-def ask(built: Built, image: str | Path, prompt: str, settings: GenerationSettings = GenerationSettings(max_new_tokens=32, batch_size=1),
-        source: str = "--image") -> str:
-    """The model's answer to ``prompt`` about the image file ``image`` (greedy unless ``settings`` sample)."""
+def ask(built: Built, image: str | Path | Sequence[str | Path], prompt: str,
+        settings: GenerationSettings = GenerationSettings(max_new_tokens=32, batch_size=1), source: str = "--image") -> str:
+    """The model's answer to ``prompt`` about the image file ``image`` (or a clip: its frame files in order; the
+    bridge's connector must take clips), greedy unless ``settings`` sample."""
     sample = question_sample(image, prompt, source)
     return generate_answers(built.model, built.tokenizer, prompt_collator(built), [sample], settings)[0]
 

@@ -1,4 +1,4 @@
-"""vlbridge generate --image PATH --prompt TEXT [--run RUN_DIR | --recipe RECIPE]"""
+"""vlbridge generate --image PATH [--image PATH ...] --prompt TEXT [--run RUN_DIR | --recipe RECIPE]"""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ HELP = "Answer a prompt about an image with a trained run (or the untrained defa
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--image", required=True, help="image file (any format Pillow reads)")
+    parser.add_argument("--image", required=True, action="append",
+                        help="image file (any format Pillow reads); repeat it for a clip, frames in time order (a "
+                             "bridge whose connector takes clips, e.g. the Perceiver resampler: docs/vadapter.md)")
     parser.add_argument("--prompt", required=True, help="the question or instruction")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--run", dest="run_dir", help="a run folder written by vlbridge train")
@@ -40,5 +42,5 @@ def run(args) -> int:
     check_arguments(args)
     built, _ = load_model(args.run_dir, args.recipe)  # a recipe's untrained bridge is drawn from its seed
     settings = GenerationSettings(args.max_new_tokens, 1, args.sample, args.temperature, args.top_p, args.seed)
-    print(ask(built, args.image, args.prompt, settings))
+    print(ask(built, args.image, args.prompt, settings))  # one --image: an image; several: a clip
     return 0

@@ -77,3 +77,44 @@ def test_unknown_recipe_key_is_rejected_with_valid_keys(tiny_recipe_file, capsys
     assert main(["info", str(tiny_recipe_file), "--set", "train.lrate=1"]) == 2
     err = capsys.readouterr().err
     assert "train.lrate" in err and "train.lr" in err
+
+
+@pytest.fixture()
+def frames(tmp_path):
+    """Three frames of a square moving right."""
+    paths = []
+    for t in range(3):
+        image = Image.new("RGB", (56, 56), (200, 200, 200))
+        image.paste((220, 30, 40), (4 + 12 * t, 20, 16 + 12 * t, 32))
+        paths.append(tmp_path / f"frame{t}.png")
+        image.save(paths[-1])
+    return paths
+
+
+def test_generate_answers_about_a_clip_given_as_repeated_images(tmp_path, tiny_recipe_file, frames, capsys):
+    from vlbridge.data.sample import Sample, Turn
+    from vlbridge.eval.generate_answers import GenerationSettings, generate_answers
+    from vlbridge.runs import load_model, prompt_collator
+
+    recipe = yaml.safe_load(tiny_recipe_file.read_text())
+    recipe["model"] |= {"connector": "perceiver",
+                        "connector_options": {"depth": 1, "num_latents": 4, "heads": 2, "head_dim": 8, "max_frames": 4}}
+    path = tmp_path / "perceiver.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    question = "Which way did the square move?"
+    images = [arg for frame in frames for arg in ("--image", str(frame))]
+    assert main(["generate", "--recipe", str(path), "--prompt", question, "--max-new-tokens", "4", *images]) == 0
+    printed = capsys.readouterr().out
+    # the answer to the clip (frames in the order given) from the same seeded model, generated directly
+    built, _ = load_model(None, path)
+    sample = Sample("clip", (Turn("user", f"<image>\n{question}"),), frames=tuple(frames))
+    expected = generate_answers(built.model, built.tokenizer, prompt_collator(built), [sample],
+                                GenerationSettings(4, 1))[0]
+    assert printed == expected + "\n"
+
+
+def test_generate_refuses_a_clip_for_a_connector_that_reads_one_image(tiny_recipe_file, frames, capsys):
+    images = [arg for frame in frames for arg in ("--image", str(frame))]
+    code = main(["generate", "--recipe", str(tiny_recipe_file), "--prompt", "Where?", *images])
+    assert code == 2
+    assert "reads one image per sample, not a clip of frames" in capsys.readouterr().err
