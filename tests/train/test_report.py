@@ -84,3 +84,36 @@ def test_report_is_printed_and_logged_before_the_first_step(make_recipe, tmp_pat
     assert report["parameters_trainable"] == counts["bridge"]["trainable"] > 0
     assert report["parameters_total"] == sum(c["total"] for c in counts.values())
     assert report["samples_per_step"] == 4 and report["forward_flops_per_sample"]["vision_encoder"] > 0
+
+
+def test_a_clip_costs_its_frames_in_the_encoder_and_the_connector(make_recipe, tmp_path):
+    from PIL import Image
+
+    from vlbridge.data.sample import Sample, Turn
+
+    frames = []
+    for t in range(3):
+        frames.append(tmp_path / f"f{t}.png")
+        Image.new("RGB", (56, 56), (40 * t, 200, 90)).save(frames[-1])
+    clip = Sample("clip", (Turn("user", "<image>\nWhich way did it move?"), Turn("assistant", "right")),
+                  frames=tuple(frames))
+    recipe = make_recipe("model.bridge=null", "model.connector=perceiver", "model.injection=input_space",
+                         "model.connector_options={depth: 1, num_latents: 4, heads: 2, head_dim: 8, max_frames: 4}")
+    built = build_model(recipe.model)
+    counts = apply_trainable(built.model, recipe.train.trainable)
+    collator = prompt_collator(built, with_answer=True)
+    built.model.train()
+    report = start_report(built, counts, recipe.train.trainable, collator, [clip], samples_per_micro_batch=1,
+                          micro_batches_per_step=1, cached_features=False, precision="fp32")
+    assert report["mean_frames_per_image_sample"] == 3
+    encoder = built.model.vision_encoder
+    height, width = encoder.backbone.preprocessing.output_size
+    with torch.no_grad():
+        one_frame = count_flops(lambda: encoder(torch.zeros(1, 3, height, width)))
+    assert report["forward_flops_per_sample"]["vision_encoder"] == 3 * one_frame
+    inputs = built.model.bridge.num_visual_inputs(built.model.num_connector_inputs)
+    assert report["forward_flops_per_sample"]["bridge"] == built.model.bridge.connector.flops(3 * inputs)
+    # and the step's total is what torch counts on the clip's batch
+    batch = collator([clip])
+    measured = count_flops(lambda: built.model(batch).loss_sum.backward())
+    assert report["train_flops_per_step"] == pytest.approx(measured, rel=0.06)

@@ -4,7 +4,9 @@ a micro-batch keeps for the backward pass, printed and logged before the first s
 FLOPs: the LM's are analytic, as the bridge's injection reports them (:meth:`Injection.lm_flops`: the
 image's positions for input-space bridges, memory slots for memory-space ones, the blocks of
 cross-attention); the connector's are its own report (:meth:`Connector.flops`), and (when its features are
-not cached) the vision encoder's forward is counted once by torch's FLOP counter on one image. A training step costs forward + backward, and the backward pass one
+not cached) the vision encoder's forward is counted once by torch's FLOP counter on one image. A clip counts as its
+frames: the encoder runs once per frame and the connector reads all the frames' vectors (the mean number of frames
+per image sample of the data). A training step costs forward + backward, and the backward pass one
 forward's worth for activation gradients wherever a gradient must pass (through the whole LM, since the
 bridge feeds its first layer or every layer) plus one more where weights train (the 2:1 split behind
 the "6N" rule, Kaplan et al. 2020).
@@ -58,10 +60,11 @@ class SampleLengths:
     longest: int  # the longest of them (a micro-batch is padded to its longest row)
     supervised: float  # mean logit positions per sample (answer tokens)
     with_image: float  # fraction of samples with an image
+    frames: float = 1.0  # mean images per sample with an image (a clip's frames; 1 for single images)
 
 
 def sample_lengths(collator, samples: list[Sample], image_positions: int) -> SampleLengths:
-    lengths, supervised, images = [], [], []
+    lengths, supervised, images, frames = [], [], [], []
     for sample in samples[:INSPECTED_SAMPLES]:
         try:
             encoded = collator.encode(sample)
@@ -71,8 +74,11 @@ def sample_lengths(collator, samples: list[Sample], image_positions: int) -> Sam
         supervised.append(len(encoded.targets) if encoded.targets is not None  # encoder-decoder: the decoder's
                           else sum(label != IGNORE for label in encoded.labels[1:]))
         images.append(encoded.has_image)
+        if encoded.has_image:
+            frames.append(len(sample.frames) or 1)
     n = max(len(lengths), 1)
-    return SampleLengths(sum(lengths) / n, max(lengths, default=0), sum(supervised) / n, sum(images) / n)
+    return SampleLengths(sum(lengths) / n, max(lengths, default=0), sum(supervised) / n, sum(images) / n,
+                         sum(frames) / len(frames) if frames else 1.0)
 
 
 def readable_samples(collator, samples: list[Sample], count: int, what: str = "sample") -> list[Sample]:
@@ -117,10 +123,12 @@ def start_report(built, counts: dict, trainable_groups: list[str], collator, sam
     encoder, bridge = model.vision_encoder, None
     vision = 0
     if lengths.with_image:
-        bridge = model.bridge.connector.flops(inputs)
+        # a clip's frames all enter the connector (perceiver, tiny_lm: their cost is affine in the inputs, so the
+        # cost at the mean number of frames is the mean cost)
+        bridge = model.bridge.connector.flops(round(inputs * lengths.frames))
         if encoder is not None and not cached_features:
             height, width = encoder.backbone.preprocessing.output_size
-            vision = _measured_forward(lambda: encoder(torch.zeros(1, 3, height, width))) or 0
+            vision = round(lengths.frames * (_measured_forward(lambda: encoder(torch.zeros(1, 3, height, width))) or 0))
     lm_trains = any(counts.get(g, {}).get("trainable", 0) for g in ("lm", "lora"))
     full_lm = counts.get("lm", {}).get("trainable", 0) > 0
     encoder_backward = 0 if cached_features else (2 if counts.get("vision", {}).get("trainable", 0) else
@@ -151,6 +159,7 @@ def start_report(built, counts: dict, trainable_groups: list[str], collator, sam
         "samples_per_step": step_samples,
         "mean_sequence_length": lengths.sequence,
         "mean_supervised_tokens": lengths.supervised,
+        "mean_frames_per_image_sample": lengths.frames,
         "forward_flops_per_sample": {"language_model": lm, "bridge": bridge, "vision_encoder": vision},
         "train_flops_per_sample": per_sample_train,
         "train_flops_per_step": per_sample_train * step_samples,
@@ -172,7 +181,9 @@ def format_report(report: dict) -> str:
     return "\n".join([
         format_counts(report["parameters"]),
         f"samples per step {report['samples_per_step']} (all processes), mean sequence "
-        f"{report['mean_sequence_length']:.1f} positions, {report['mean_supervised_tokens']:.1f} answer tokens",
+        f"{report['mean_sequence_length']:.1f} positions, {report['mean_supervised_tokens']:.1f} answer tokens"
+        + (f", clips of {frames:.1f} frames on average" if (frames := report.get("mean_frames_per_image_sample", 1)) != 1
+           else ""),
         f"forward FLOPs per sample: LM {_si(f['language_model'], 'FLOP')} (analytic), bridge "
         f"{_si(f['bridge'], 'FLOP')}, vision encoder {_si(f['vision_encoder'], 'FLOP')}",
         f"training FLOPs per step {_si(report['train_flops_per_step'], 'FLOP')} (forward + backward)",
