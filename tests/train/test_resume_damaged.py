@@ -64,6 +64,12 @@ DAMAGES = {  # file of checkpoint-4, damage, what the message says
     "training_state.json not JSON": ("training_state.json", not_json, "cannot be read as JSON"),
     "training_state.safetensors truncated": ("training_state.safetensors", truncate, "not a readable safetensors"),
     "rng-0.json not JSON": ("rng-0.json", not_json, "cannot be read as JSON"),
+    "rng-0.json of the wrong structure": ("rng-0.json", lambda p: p.write_text('{"python": [3, [1, 2], null], '
+                                                                                '"numpy": ["MT19937"]}'),
+                                          "the Python or NumPy generator state is missing or malformed"),
+    "rng-0.safetensors of another generator": ("rng-0.safetensors",
+                                               lambda p: save_file({"torch": torch.zeros(7, dtype=torch.uint8)}, p),
+                                               "the torch generator state is missing or malformed"),
     "trained tensor NaN": ("trained.safetensors", with_nan, "holds 1 NaN or infinite value(s)"),
     "meta.json deleted": ("meta.json", lambda p: p.unlink(), "meta.json is missing"),
     "training_state.json without a field": ("training_state.json", lambda p: p.write_text('{"world_size": 1}'),

@@ -76,6 +76,24 @@ def restore_rng(tensors: dict[str, torch.Tensor], plain: dict) -> None:
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
 
 
+def check_rng(tensors: dict[str, torch.Tensor], plain: dict, files: tuple[Path, Path]) -> None:
+    """Set the states on fresh generators, leaving the process's alone: a state of the wrong structure is a
+    :class:`DataError` naming its file (``files``: the safetensors and the JSON file) before anything is restored."""
+    try:
+        torch.Generator().set_state(tensors["torch"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise DataError(f"the torch generator state is missing or malformed ({error}): the checkpoint is damaged",
+                        file=files[0]) from None
+    try:
+        version, internal, gauss = plain["python"]
+        random.Random().setstate((version, tuple(internal), gauss))
+        kind, keys, position, has_gauss, cached = plain["numpy"]
+        np.random.RandomState().set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
+        raise DataError(f"the Python or NumPy generator state is missing or malformed ({error!r}): the checkpoint is "
+                        "damaged", file=files[1]) from None
+
+
 # --- optimizer state <-> safetensors + JSON --------------------------------------------------------
 def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, scalars = {}, {}
@@ -195,6 +213,7 @@ def load_training_state(folder: Path, rank: int, world_size: int) -> TrainingSta
             raise DataError(f"no random state for process {process} ({rng_file.name} missing): the checkpoint is "
                             "damaged", file=folder)
         states = (read_tensors(rng_file), read_json(folder / f"rng-{process}.json"))
+        check_rng(*states, (rng_file, folder / f"rng-{process}.json"))
         if process == rank:
             rng = states
     try:
