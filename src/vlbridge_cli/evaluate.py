@@ -341,6 +341,8 @@ def run(args) -> int:
     if args.task in ("caption", "vqa", "multiple-choice"):
         template, prompt_source = choose_prompt(args.task, args.prompt, meta.get(META_KEY, {}), args.task_prompt)
     samples, data, name = load_data(args, bad.policy, recipe.data.allow_outside_images)
+    if args.limit and hasattr(samples, "head"):
+        samples = samples.head(args.limit)  # with only the bad records read before the limit
     bad.add_skipped_on_read("data", getattr(samples, "skipped", []))
     samples = list(samples[: args.limit] if args.limit else samples)
     choose_by = args.choose_by or "generation"

@@ -46,6 +46,31 @@ def test_bad_records_are_skipped_and_listed_under_skip(bad_file, recipe_file, tm
     assert "skipped 3 bad record(s)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("limit, evaluated, listed", [(1, [0], []), (2, [0], [1, 2]), (3, [0], [1, 2, 3])])
+def test_limit_lists_only_the_bad_records_within_its_range(bad_file, recipe_file, tmp_path, limit, evaluated,
+                                                           listed):
+    """--limit N evaluates the first N readable records; the malformed record (read position 1) is listed only
+    when a record after it is among them, the records with bad images (found when evaluating) only when they are."""
+    path, ids = bad_file
+    out = tmp_path / "report.json"
+    assert main(["eval", "--recipe", str(recipe_file), "--data", str(path), "--set", "data.on_bad_record=skip",
+                 "--limit", str(limit), "--max-new-tokens", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [p["id"] for p in report["predictions"]] == [ids[i] for i in evaluated]
+    assert sorted(e.get("id", e["record"]) for e in report["skipped_records"]) == [ids[i] for i in listed]
+
+
+def test_sample_list_head_keeps_the_skipped_records_before_its_end():
+    from vlbridge.data.llava_json import SampleList, SkippedRecord
+
+    # read order: kept a (0), skipped (1), kept b (2), skipped (3), skipped (4), kept c (5)
+    samples = SampleList(["a", "b", "c"], [SkippedRecord(i, f"bad{i}", "why") for i in (1, 3, 4)])
+    assert [s.index for s in samples.head(1).skipped] == [] and list(samples.head(1)) == ["a"]
+    assert [s.index for s in samples.head(2).skipped] == [1] and list(samples.head(2)) == ["a", "b"]
+    assert [s.index for s in samples.head(0).skipped] == []
+    assert [s.index for s in samples.head(5).skipped] == [1, 3, 4] and list(samples.head(5)) == ["a", "b", "c"]
+
+
 def test_a_bad_record_raises_by_default_and_a_bad_policy_is_refused(bad_file, recipe_file, tmp_path, capsys,
                                                                       monkeypatch):
     path, ids = bad_file

@@ -74,6 +74,19 @@ class SampleList(list):
         super().__init__(samples)
         self.skipped: list[SkippedRecord] = list(skipped)
 
+    def head(self, n: int) -> "SampleList":
+        """The first ``n`` samples, with the records skipped before the last of them (what reading would have
+        skipped had it stopped there): ``eval --limit`` lists only the bad records within its range. Kept samples
+        and skipped records share one numbering, their position in the list read."""
+        if n >= len(self):
+            return SampleList(self, self.skipped)
+        skipped_at = {s.index for s in self.skipped}
+        end, kept = 0, 0  # end: one past the read position of the n-th kept sample
+        while kept < n:
+            kept += end not in skipped_at
+            end += 1
+        return SampleList(self[:n], [s for s in self.skipped if s.index < end])
+
 
 def read_llava_json(
     path: str | Path,
