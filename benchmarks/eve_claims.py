@@ -27,7 +27,8 @@ Every warm-up is 1 % of its run (the EVE recipes'). Each finished run (and the f
 written at once to OUT/results/<name>.json and reused when the script runs again with the same settings (``--force``
 redoes it), so a long run that is cut short continues where it stopped, and claims can be measured in separate calls.
 Writes OUT/eve_claims.json (every number, the settings, the command) and OUT/eve_claims.md (the tables) with every
-claim whose results are stored with these settings.
+claim whose results are stored with these settings, and OUT/eve_stage2_curves.png (stage 2's loss and gradient norm per
+step, from stage 1, fresh, and without the PAL) when those runs are stored.
 
     python benchmarks/eve_claims.py --out runs/eve_claims                 # the full run (hours: docs/eve.md)
     python benchmarks/eve_claims.py --out /tmp/eve_quick --quick          # the pipeline in tiny runs
@@ -61,7 +62,7 @@ from vlbridge.train.trainer import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bridge_costs import timed  # noqa: E402 (sibling scripts, not a package)
-from eve_claims_tables import compare, markdown, mean_se, summary  # noqa: E402
+from eve_claims_tables import compare, markdown, mean_se, plot, summary  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 CLAIMS = ("flops", "speed", "pal", "stability", "text", "llava")
@@ -394,9 +395,11 @@ def main(argv=None) -> int:
     write_json_atomic(report, args.out / "eve_claims.json", indent=1)
     text = markdown(report)
     (args.out / "eve_claims.md").write_text(text)
+    plotted = plot(runs, args.out / "eve_stage2_curves.png")  # the stability claim's curves
     print("\n" + text)
-    print(f"wrote {args.out / 'eve_claims.json'} and {args.out / 'eve_claims.md'} "
-          f"({report['wall_seconds'] / 60:.1f} min)")
+    print(f"wrote {args.out / 'eve_claims.json'} and {args.out / 'eve_claims.md'}"
+          + (f" and {args.out / 'eve_stage2_curves.png'}" if plotted else "")
+          + f" ({report['wall_seconds'] / 60:.1f} min)")
     return 0
 
 

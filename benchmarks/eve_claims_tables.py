@@ -214,3 +214,37 @@ def markdown(report: dict) -> str:
         lines.append("")
     return "\n".join(lines)
 
+
+
+# --- the curves ---------------------------------------------------------------------------------------------------
+CURVES = {  # run -> label; the runs whose training curves the plot shows, when stored
+    "eve_pal_stage2": "stage 2 after stage 1 (PAL)", "eve_fresh_stage2": "stage 2 from a fresh PEL + PAL",
+    "eve_nopal_stage2": "stage 2 after stage 1, no PAL",
+}
+
+
+def plot(runs: dict, path) -> bool:
+    """Stage 2's LM loss and pre-clipping gradient norm per step, from stage 1 and fresh (and without the PAL): the
+    stability claim's curves. Writes ``path`` (PNG) and returns True when at least one of these runs is stored."""
+    shown = {name: label for name, label in CURVES.items() if name in runs}
+    if not shown:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, norm_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, label in shown.items():
+        history = runs[name]["history"]
+        steps = range(1, len(history) + 1)
+        loss_ax.plot(steps, [h["loss"] for h in history], linewidth=1, label=label)
+        norm_ax.plot(steps, [h["grad_norm"] for h in history], linewidth=1, label=label)
+    loss_ax.set(xlabel="stage-2 step", ylabel="training loss (LM loss + PAL loss where on)", title="loss")
+    norm_ax.set(xlabel="stage-2 step", ylabel="gradient norm before clipping", yscale="log", title="gradient norm")
+    loss_ax.legend()
+    fig.suptitle("EVE stage 2 (PEL + PAL + the whole LM train)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -62,8 +62,10 @@ def test_quick_mode_measures_every_claim_consistently(tiny_llama_dir, tiny_dinov
     assert all(r["within_1_percent"] and r["ratio"] == 1.0 for r in claims["flops"])
     assert [r["part"] for r in claims["flops"]] == ["PEL", "PAL"]
 
+    png = out / "eve_stage2_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000  # two panels drawn
     text_out = capsys.readouterr().out
-    assert "## The PAL helps" in text_out and (out / "eve_claims.md").read_text() in text_out
+    assert "## The PAL helps" in text_out and str(png) in text_out and (out / "eve_claims.md").read_text() in text_out
     # a second call reuses every stored run, and its report still holds every claim measured with these settings
     assert script.main([*argv, "--claims", "pal"]) == 0
     assert "eve_pal_stage1: done before" in capsys.readouterr().out
