@@ -31,7 +31,8 @@ def question_sample(image: str | Path | Sequence[str | Path], prompt: str, sourc
 
 
 def ask(built: Built, image: str | Path | Sequence[str | Path], prompt: str,
-        settings: GenerationSettings = GenerationSettings(max_new_tokens=32, batch_size=1), source: str = "--image") -> str:
+        settings: GenerationSettings = GenerationSettings(max_new_tokens=32, batch_size=1),
+        source: str = "--image") -> str:
     """The model's answer to ``prompt`` about the image file ``image`` (or a clip: its frame files in order; the
     bridge's connector must take clips), greedy unless ``settings`` sample."""
     sample = question_sample(image, prompt, source)

@@ -8,7 +8,7 @@ HELP = "Answer a prompt about an image with a trained run (or the untrained defa
 def add_arguments(parser) -> None:
     parser.add_argument("--image", required=True, action="append",
                         help="image file (any format Pillow reads); repeat it for a clip, frames in time order (a "
-                             "bridge whose connector takes clips, e.g. the Perceiver resampler: docs/vadapter.md)")
+                             "bridge whose connector takes clips, e.g. the Perceiver resampler: docs/data.md)")
     parser.add_argument("--prompt", required=True, help="the question or instruction")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--run", dest="run_dir", help="a run folder written by vlbridge train")

@@ -178,12 +178,12 @@ def _si(value: float | None, unit: str) -> str:
 
 def format_report(report: dict) -> str:
     f = report["forward_flops_per_sample"]
+    frames = report.get("mean_frames_per_image_sample", 1)
+    clips = f", clips of {frames:.1f} frames on average" if frames != 1 else ""
     return "\n".join([
         format_counts(report["parameters"]),
         f"samples per step {report['samples_per_step']} (all processes), mean sequence "
-        f"{report['mean_sequence_length']:.1f} positions, {report['mean_supervised_tokens']:.1f} answer tokens"
-        + (f", clips of {frames:.1f} frames on average" if (frames := report.get("mean_frames_per_image_sample", 1)) != 1
-           else ""),
+        f"{report['mean_sequence_length']:.1f} positions, {report['mean_supervised_tokens']:.1f} answer tokens{clips}",
         f"forward FLOPs per sample: LM {_si(f['language_model'], 'FLOP')} (analytic), bridge "
         f"{_si(f['bridge'], 'FLOP')}, vision encoder {_si(f['vision_encoder'], 'FLOP')}",
         f"training FLOPs per step {_si(report['train_flops_per_step'], 'FLOP')} (forward + backward)",
